@@ -1,0 +1,84 @@
+"""Shared fixtures: small seeded generators and helpers to hash tensors/modules (immutability checks)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from pti.networks import Generator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def make_generator(
+    resolution: int = 32,
+    architecture: str = "skip",
+    c_dim: int = 0,
+    z_dim: int = 32,
+    w_dim: int = 32,
+    channel_base: int = 256,
+    channel_max: int = 32,
+    seed: int = 0,
+    mapping_layers: int = 2,
+) -> Generator:
+    """A small generator with non-trivial weights (random noise strengths, w_avg), seeded and in eval mode."""
+    torch.manual_seed(seed)
+    G = Generator(
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=w_dim,
+        img_resolution=resolution,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=mapping_layers),
+        synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max, architecture=architecture),
+    )
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+        labels = torch.randn(256, c_dim) if c_dim else None
+        G.mapping.w_avg.copy_(G.mapping(torch.randn(256, z_dim), labels)[:, 0].mean(0))
+    return G.eval()
+
+
+def tensor_digest(obj) -> str:
+    """SHA-256 over every tensor of a module/tensor/dict/list, for before/after immutability checks."""
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, torch.nn.Module):
+            for k, v in x.state_dict().items():
+                h.update(k.encode())
+                feed(v)
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                feed(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                feed(v)
+        else:
+            h.update(repr(x).encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def tiny_generator() -> Generator:
+    return make_generator()
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DIR} is absent (it sits beside the checkout in CI)")
+    return SHARED_DIR
