@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Generator": "networks",
     "clone_generator": "networks",
+    "state_dict_hash": "hashing",
     "CheckpointError": "checkpoints",
     "load_generator": "checkpoints",
     "save_generator": "checkpoints",
