@@ -19,6 +19,7 @@ _EXPORTS = {
     "CheckpointError": "checkpoints",
     "load_generator": "checkpoints",
     "save_generator": "checkpoints",
+    "Cancelled": "errors",
     "Latent": "project",
     "project": "project",
     "pivotal_tune": "tune",
