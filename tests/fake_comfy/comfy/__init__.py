@@ -1,0 +1,1 @@
+"""Test double of ComfyUI's ``comfy`` package: only the modules the PTI nodes import."""
