@@ -1,11 +1,15 @@
-"""ComfyUI entry point of the PTI node pack: collects the node mappings, nothing else."""
+"""ComfyUI entry point of the PTI node pack: collects the node mappings, nothing else.
 
-try:  # Imported as a package (ComfyUI, or tests that load the pack by path).
+Outside ComfyUI (a test runner collecting the repository, a script importing the core) there is no
+``folder_paths`` module; the pack then exposes empty mappings instead of failing, and the core stays importable.
+"""
+
+import importlib.util
+
+if importlib.util.find_spec("folder_paths") is not None:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-except ImportError as exc:  # Imported as a plain module (e.g. by a test runner collecting the repo root).
-    if __package__:
-        raise
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
-    _IMPORT_ERROR = exc
+else:
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
