@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,34 @@ def test_dlib_finds_the_astronaut_and_no_face_in_noise(astronaut):
     assert np.abs(points[3:] - np.array(ASTRONAUT_LANDMARKS[3:])).max() < 12
     with pytest.raises(NoFaceFoundError, match="no face"):
         align.detect_landmarks(torch.rand(3, 200, 200, generator=torch.Generator().manual_seed(0)), "dlib")
+
+
+def test_kornia_backend_loads_local_weights_safely(tmp_path, monkeypatch, astronaut):
+    yunet = pytest.importorskip("kornia.models.yunet")
+    monkeypatch.setattr(align, "_YUNET_CACHE", {})
+    monkeypatch.setenv("PTI_YUNET_WEIGHTS", str(tmp_path / "absent.pth"))
+    assert "kornia" not in align.available_detectors()
+    with pytest.raises(DetectorUnavailableError, match="yunet_final.pth"):
+        align.detect_landmarks(astronaut, "kornia")
+    # A weights file of the right layout is read without torch.load; all-zero weights see no face.
+    model = yunet.YuNet("test", pretrained=False)
+    torch.save({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, tmp_path / "yunet_final.pth")
+    monkeypatch.setenv("PTI_YUNET_WEIGHTS", str(tmp_path / "yunet_final.pth"))
+    assert "kornia" in align.available_detectors()
+    with pytest.raises(NoFaceFoundError, match="YuNet"):
+        align.detect_landmarks(astronaut, "kornia")
+    # A file that would run code is refused before anything runs.
+    marker = tmp_path / "ran"
+    torch.save({"x": _RunsCode(str(marker))}, tmp_path / "evil.pth")
+    monkeypatch.setenv("PTI_YUNET_WEIGHTS", str(tmp_path / "evil.pth"))
+    with pytest.raises(DetectorUnavailableError, match="cannot be used"):
+        align.detect_landmarks(astronaut, "kornia")
+    assert not marker.exists()
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
