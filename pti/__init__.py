@@ -28,6 +28,14 @@ _EXPORTS = {
     "Direction": "edit",
     "load_direction": "edit",
     "apply_direction": "edit",
+    "default_directions": "edit",
+    "strength_sweep": "edit",
+    "ganspace": "edit",
+    "sefa": "edit",
+    "Alignment": "align",
+    "NoFaceFoundError": "align",
+    "align_face": "align",
+    "paste_back": "align",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
