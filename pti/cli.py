@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 
@@ -23,6 +24,10 @@ def _run_info(args: argparse.Namespace) -> int:
     from .checkpoints import describe_checkpoint
 
     for key, value in describe_checkpoint(args.checkpoint).items():
+        if key == "file_size":
+            value = f"{value:,} bytes ({value / 2**20:.1f} MiB)"
+        elif key == "parameters":
+            value = f"{value:,}"
         print(f"{key:>16}: {value}")
     return 0
 
@@ -50,8 +55,93 @@ def _run_fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_align(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("align", help="FFHQ-align the face in a photo: writes aligned.png + alignment.json")
+    p.add_argument("photo", help="the photo (PNG/JPEG/WebP)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, help="crop size in pixels (default: the --checkpoint generator's resolution)")
+    p.add_argument("--checkpoint", help="generator whose resolution to align to (default: the embedded model)")
+    p.add_argument("--landmarks", help="five points x1,y1,...,x5,y5: eye left, eye right, nose, mouth left/right")
+    p.add_argument("--detector", default="auto", choices=["auto", "dlib", "kornia"], help="landmark detector")
+    p.add_argument("--fallback", choices=["center"], help="use a centre crop when no face is found")
+    return p
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .align import align_face
+    from .image import load_image, save_image
+
+    size = args.size
+    if size is None:
+        from .checkpoints import load_generator
+
+        size = load_generator(args.checkpoint).img_resolution
+    crop, alignment = align_face(load_image(args.photo), size, args.landmarks, args.detector, args.fallback)
+    out = Path(args.out)
+    print(save_image(crop * 2 - 1, out / "aligned.png"))
+    print(alignment.save(out / "alignment.json"))
+    return 0
+
+
+def _add_edit(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("edit", help="edit a pivot latent along a direction: one image per strength and a strip")
+    p.add_argument("--latent", required=True, help="pivot latent .safetensors (from project)")
+    p.add_argument("--tuned", help="tuned delta .safetensors (from tune); decode with the tuned generator")
+    p.add_argument("--checkpoint", help="base generator (default: the embedded model)")
+    p.add_argument(
+        "--direction", required=True, help="shipped NAME, FILE[#name], sefa:K[:coarse|middle|fine], ganspace:K"
+    )
+    p.add_argument("--strength", default="-3:3:7", help="start:stop:count or a comma list (default -3:3:7)")
+    p.add_argument("--layers", help="edit only ws layers START:END (end exclusive); default: the direction's own")
+    p.add_argument("--row", type=int, default=0, help="which latent of a multi-image pivot file to edit")
+    p.add_argument("--out", required=True, help="output folder")
+    # Let "--strength -3:3:7" through: argparse only takes plain negative numbers as values, and this parser has
+    # no option that starts with a digit, so anything like "-3..." is a value here.
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
+    return p
+
+
+def _run_edit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoints import load_generator
+    from .edit import parse_layer_range, parse_strengths, resolve_direction, strength_sweep
+    from .image import make_comparison, save_image
+    from .project import Latent, synthesize
+
+    base = load_generator(args.checkpoint)
+    latent = Latent.load(args.latent)
+    latent.check_compatible(base)
+    if latent.generator_hash and latent.generator_hash != base.source_info["hash"]:
+        raise ValueError(
+            f"{args.latent} was projected with generator {latent.generator_hash}, but the base generator is "
+            f"{base.source_info['hash']}; pass the --checkpoint it was projected with"
+        )
+    decoder = base
+    if args.tuned:
+        from .delta import load_delta
+
+        decoder = load_delta(args.tuned, base)
+    direction = resolve_direction(args.direction, base)
+    strengths = parse_strengths(args.strength)
+    layers = parse_layer_range(args.layers) if args.layers else None
+    edited = strength_sweep(latent.select(args.row), direction, strengths, layers)
+    images = synthesize(decoder, edited)
+    out = Path(args.out)
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in direction.name)
+    for index, (strength, image) in enumerate(zip(strengths, images)):
+        print(save_image(image, out / f"{stem}_{index:02d}_{strength:+.2f}.png"))
+    strip = make_comparison(list(images), [f"{s:+.2f}" for s in strengths])
+    print(save_image(strip, out / f"{stem}_strip.png"))
+    return 0
+
+
 # name -> (add parser, run). Keep alphabetical.
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "align": (_add_align, _run_align),
+    "edit": (_add_edit, _run_edit),
     "fetch-weights": (_add_fetch_weights, _run_fetch_weights),
     "info": (_add_info, _run_info),
 }

@@ -11,6 +11,7 @@ same instructions itself (``SafeUnpickler``) with three rules:
 1. A global is resolved only through an explicit allow-list that maps its ``module.name`` to a replacement written
    here (e.g. ``torch._utils._rebuild_tensor_v2`` -> ``rebuild_tensor``, which only records offsets and shapes).
    Nothing is ever imported; any other global raises ``ForbiddenGlobalError`` naming it, before anything is called.
+   Python 2 names in protocol 0-2 pickles (``__builtin__.set``) are first translated as ``pickle`` itself would.
 2. Only those replacements can be called. ``BUILD`` is accepted only by this module's inert stand-in classes,
    so no object's ``__setstate__`` outside this module ever runs.
 3. Every length read from the file is checked against the bytes that remain before anything is allocated, and
@@ -25,6 +26,7 @@ too, with an allow-list that admits storage types only.
 
 from __future__ import annotations
 
+import _compat_pickle
 import functools
 import io
 import os
@@ -304,8 +306,6 @@ _CONTAINER_GLOBALS: dict[str, Any] = {
     "collections.OrderedDict": StateDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
-    "__builtin__.set": set,
-    "__builtin__.frozenset": frozenset,
 }
 _TENSOR_GLOBALS: dict[str, Any] = {
     "torch._utils._rebuild_tensor_v2": rebuild_tensor,
@@ -371,6 +371,7 @@ class SafeUnpickler:
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
+        self.protocol = 0
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -408,6 +409,11 @@ class SafeUnpickler:
     def _global(self, module: Any, name: Any) -> Any:
         if not isinstance(module, str) or not isinstance(name, str):
             raise PickleError("global names must be strings")
+        if self.protocol < 3:  # Python 2 names, as pickle.Unpickler(fix_imports=True) translates them
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
         full = f"{module}.{name}"
         if full not in self.allowed:
             raise ForbiddenGlobalError(full)
@@ -448,9 +454,9 @@ class SafeUnpickler:
             op = self._read(1)
             stack = self.stack
             if op == b"\x80":  # PROTO
-                proto = self._uint(1)
-                if proto > _MAX_PROTOCOL:
-                    raise PickleError(f"unsupported pickle protocol {proto}")
+                self.protocol = self._uint(1)
+                if self.protocol > _MAX_PROTOCOL:
+                    raise PickleError(f"unsupported pickle protocol {self.protocol}")
             elif op == b"\x95":  # FRAME
                 self._uint(8)
             elif op == b".":  # STOP
