@@ -409,21 +409,26 @@ def _load_tensor(ref: TensorRef, path: Path, name: str) -> torch.Tensor:
 def _load_nvidia_pickle(path: Path) -> tuple[Generator, dict[str, Any]]:
     with open(path, "rb") as f:
         data = _unpickle(path, lambda: safe_unpickle(f, NVIDIA_PICKLE_GLOBALS))
-    G_ema = data.get("G_ema") if isinstance(data, dict) else data
-    if not isinstance(G_ema, PersistentObject) or G_ema.class_name != "Generator":
-        found = f"a dict with keys {sorted(map(str, data))[:8]}" if isinstance(data, dict) else type(data).__name__
+    # The averaged generator is the one to use; a pickle holding only the training-time G still works.
+    if isinstance(data, dict):
+        network = "G_ema" if "G_ema" in data else "G"
+        found = data.get(network)
+    else:
+        network, found = "pickle", data
+    if not isinstance(found, PersistentObject) or found.class_name != "Generator":
+        what = f"a dict with keys {sorted(map(str, data))[:8]}" if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(
-            f"{path}: pickle holds {found}, expected an NVIDIA network pickle with a 'G_ema' Generator; {SUPPORTED}"
+            f"{path}: pickle holds {what}, expected an NVIDIA network pickle with a 'G_ema' Generator; {SUPPORTED}"
         )
-    init_args = G_ema.state.get("_init_args") or ()
-    init_kwargs = G_ema.state.get("_init_kwargs")
+    init_args = found.state.get("_init_args") or ()
+    init_kwargs = found.state.get("_init_kwargs")
     if init_args or not isinstance(init_kwargs, dict):
-        raise CheckpointError(f"{path}: G_ema was pickled without keyword constructor arguments; cannot rebuild it")
-    config = _plain(init_kwargs, path, "G_ema")
-    state = _persistent_state(G_ema, path)
-    G = _build_generator(config, state, path, "the NVIDIA pickle's G_ema")
-    contents = sorted(map(str, data)) if isinstance(data, dict) else ["G_ema"]
-    return G, {"format": "nvidia-pkl", "pickle_contents": contents}
+        raise CheckpointError(f"{path}: {network} was pickled without keyword constructor arguments; cannot rebuild")
+    config = _plain(init_kwargs, path, network)
+    state = _persistent_state(found, path)
+    G = _build_generator(config, state, path, f"the NVIDIA pickle's {network}")
+    contents = sorted(map(str, data)) if isinstance(data, dict) else []
+    return G, {"format": "nvidia-pkl", "network": network, "pickle_contents": contents}
 
 
 def _unpickle(path: Path, read: Callable[[], Any]) -> Any:
@@ -656,13 +661,26 @@ def load_generator(source: PathLike | None = None, device: str | torch.device = 
     ``Generator`` in eval mode on ``device``, with ``G.source_info`` = {format, path, hash, ...}.
     Raises ``CheckpointError`` for anything that cannot be read safely and completely.
     """
+    device = _check_device(device)
     path = _resolve_source(source)
-    kind = sniff_format(path)
-    G, info = _LOADERS[kind](path)
-    G = G.eval().to(torch.device(device))
+    G, info = _LOADERS[sniff_format(path)](path)
+    G = G.eval().to(device)
     G.source_info = {"format": info.pop("format"), "path": str(path), "hash": state_dict_hash(G), **info}
     log.debug("loaded %s generator from %s (hash %s)", G.source_info["format"], path, G.source_info["hash"])
     return G
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, or a ``ValueError`` saying why it cannot be used here."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested, but CUDA is not available in this PyTorch install")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested, but Metal (MPS) is not available on this machine")
+    return device
 
 
 def describe_checkpoint(source: PathLike | None) -> dict[str, Any]:

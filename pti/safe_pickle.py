@@ -18,7 +18,8 @@ same instructions itself (``SafeUnpickler``) with three rules:
    tensor views are checked against the size of their storage.
 
 Tensors come out as ``TensorRef`` (storage, offset, shape, stride) and are materialised on demand with
-``TensorRef.load()``, so a training checkpoint's optimiser state and discriminator are never read into memory.
+``TensorRef.load()``; in ``torch.save`` archives the storages stay on disk until then, so a training checkpoint's
+optimiser state and discriminator are never read.
 ``TorchArchive`` reads both ``torch.save`` layouts (zip and the legacy stream) with the same machinery; storages
 embedded by ``torch.storage._load_from_bytes`` (how tensors inside NVIDIA's plain pickles are stored) go through it
 too, with an allow-list that admits storage types only.
@@ -418,7 +419,7 @@ class SafeUnpickler:
         if full not in self.allowed:
             raise ForbiddenGlobalError(full)
         target = self.allowed[full]
-        return _Callable(full, target) if callable(target) and not isinstance(target, StorageType) else target
+        return _Callable(full, target) if callable(target) else target
 
     def _call(self, func: Any, args: Any, kwargs: Any = None) -> Any:
         if not isinstance(func, _Callable):
@@ -779,7 +780,7 @@ def load_storage_payload(payload: Any) -> Storage:
     """Replacement for ``torch.storage._load_from_bytes``: a storage saved by ``torch.save`` into ``payload``."""
     if not isinstance(payload, (bytes, bytearray)):
         raise PickleError(f"_load_from_bytes expects bytes, got {type(payload).__name__}")
-    with TorchArchive(io.BytesIO(bytes(payload)), STORAGE_PAYLOAD_GLOBALS) as archive:
+    with TorchArchive(io.BytesIO(payload), STORAGE_PAYLOAD_GLOBALS) as archive:
         storage = archive.load()
         if not isinstance(storage, Storage):
             raise PickleError(f"_load_from_bytes payload holds a {type(storage).__name__}, expected a storage")

@@ -555,3 +555,12 @@ def test_describe_checkpoint(tmp_path):
     assert info["file_size"] == path.stat().st_size
     assert info["hash"] == state_dict_hash(G)
     assert info["provenance"] == {"source": "unit test"}
+
+
+def test_unusable_devices_are_refused_before_loading(tmp_path):
+    path = save_generator(make_generator(32), tmp_path / "g.safetensors")
+    with pytest.raises(ValueError, match="invalid device"):
+        load_generator(path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            load_generator(path, device="cuda")
