@@ -33,6 +33,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -709,7 +710,7 @@ class TorchArchive:
                 entry = entries.get(f"{prefix}data/{key}")
                 if entry is None:
                     raise PickleError(f"storage '{key}' is missing from the archive")
-                storage = Storage(storage_type.dtype, numel, read=lambda e=entry: self._zip.read(e))
+                storage = Storage(storage_type.dtype, numel, read=functools.partial(self._zip_read, entry))
                 if entry.file_size != storage.nbytes:
                     raise PickleError(
                         f"storage '{key}' holds {entry.file_size} bytes, the pickle says {storage.nbytes} "
@@ -720,18 +721,26 @@ class TorchArchive:
                 raise PickleError(f"storage '{key}' is used with two element types")
             return storages[key]
 
-        data = io.BytesIO(self._zip.read(info))
+        data = io.BytesIO(self._zip_read(info))
         return safe_unpickle(data, self.allowed, persistent_load)
+
+    def _zip_read(self, entry: zipfile.ZipInfo) -> bytes:
+        try:
+            return self._zip.read(entry)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise PickleError(f"archive entry {entry.filename} is damaged: {exc}") from None
 
     # -- legacy layout: magic, protocol, sys_info, object, storage keys, then (numel, bytes) per storage ----------
 
     def _load_legacy(self) -> Any:
-        header = SafeUnpickler(self.file, {}).load
-        if header() != _LEGACY_MAGIC:
+        def plain_pickle() -> Any:  # the header pickles and the key list hold plain data only
+            return SafeUnpickler(self.file, {}).load()
+
+        if plain_pickle() != _LEGACY_MAGIC:
             raise PickleError("not a torch.save file (bad magic number)")
-        if header() != _LEGACY_PROTOCOL:
+        if plain_pickle() != _LEGACY_PROTOCOL:
             raise PickleError("unsupported legacy torch.save protocol version")
-        sys_info = header()
+        sys_info = plain_pickle()
         if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
             raise PickleError("big-endian torch archives are not supported")
         storages: dict[str, Storage] = {}
@@ -747,7 +756,7 @@ class TorchArchive:
             return storages[key]
 
         obj = safe_unpickle(self.file, self.allowed, persistent_load)
-        keys = SafeUnpickler(self.file, {}).load()
+        keys = plain_pickle()
         if not isinstance(keys, list) or set(keys) != set(storages):
             raise PickleError("legacy archive's storage list does not match the storages its pickle uses")
         position = self.file.tell()

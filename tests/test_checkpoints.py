@@ -564,3 +564,16 @@ def test_unusable_devices_are_refused_before_loading(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             load_generator(path, device="cuda")
+
+
+def test_damaged_tensor_bytes_in_a_torch_zip_are_reported(tmp_path):
+    path = tmp_path / "g.pt"
+    torch.save({"g_ema": export_rosinality_state_dict(make_generator(32))}, path)
+    with zipfile.ZipFile(path) as archive:
+        entry = next(info for info in archive.infolist() if info.filename.endswith("/data/3"))
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[entry.header_offset + 26 : entry.header_offset + 30])
+    raw[entry.header_offset + 30 + name_len + extra_len + 1] ^= 0xFF  # one byte of the stored tensor data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="is damaged.*CRC"):
+        load_generator(path)
