@@ -15,6 +15,10 @@ rosinality stylegan2-pytorch    ``*.pt`` (``torch.save``, zip or legacy)   restr
                                                                            ``g_ema`` renamed to NVIDIA's layout
 ==============================  =========================================  ======================================
 
+Also here: ``save_generator`` (atomic, optional fp16 storage), ``describe_checkpoint`` (for ``python -m pti
+info``), ``read_safetensors``/``write_safetensors`` (header-validating reader and atomic writer shared by the
+delta, direction and latent files) and ``export_rosinality_state_dict`` (the mapping below, inverted).
+
 Safety: no file is ever passed to ``pickle.load`` or ``torch.load``. Pickled data goes through
 ``pti.safe_pickle``, which interprets the pickle instructions itself and maps an explicit allow-list of globals
 (tensor rebuilding, storage types, ``OrderedDict``, NVIDIA's persistence hook, ``EasyDict``, ``argparse.Namespace``,
