@@ -440,7 +440,7 @@ def _unpickle(path: Path, read: Callable[[], Any]) -> Any:
     try:
         return read()
     except ForbiddenGlobalError as exc:
-        if exc.name == "dnnlib.tflib.network.Network":
+        if exc.name.startswith("dnnlib.tflib."):
             raise CheckpointError(
                 f"{path}: this is a TensorFlow StyleGAN/StyleGAN2 pickle (dnnlib.tflib.network.Network), which is "
                 "not supported; convert it to PyTorch first with NVIDIA's stylegan2-ada-pytorch "
