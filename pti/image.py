@@ -1,0 +1,202 @@
+"""Image I/O and conversions between photos, generator outputs and ComfyUI tensors.
+
+Conventions: the generator works on ``[N, 3, R, R]`` float tensors in ``[-1, 1]``; files and previews are 0..1 or
+8-bit; ComfyUI's IMAGE type is ``[B, H, W, C]`` float 0..1 on the CPU.
+
+How a photo becomes a target (``prepare_target``), stated once here because every entry point uses it:
+
+1. Transparency is composited over **white** (an RGBA cut-out of a face becomes a face on a white background,
+   rather than on whatever colour the transparent pixels happen to hold). Grey images are repeated to RGB.
+2. The largest **centred square** is cropped (no padding, no distortion of the aspect ratio). Crop or align the
+   face yourself beforehand if it is not in the middle of the photo.
+3. The square is resized to the model's resolution: **area averaging** when shrinking (antialiased, exact for
+   integer factors) and bicubic (antialiased) when enlarging.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageOps
+
+ImageLike = torch.Tensor | np.ndarray | Image.Image
+
+_CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read a photo as a ``[3, H, W]`` float tensor in 0..1 (EXIF rotation applied, alpha over white, grey → RGB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return _pil_to_tensor(img)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read {path} as an image ({exc}); use a PNG, JPEG or WebP file") from exc
+
+
+def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image of any mode -> ``[3, H, W]`` float 0..1, transparency composited over white."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else 255.0)
+        return torch.from_numpy(np.clip(array, 0, 1)).unsqueeze(0).repeat(3, 1, 1)
+    array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _to_nchw_unit(image: ImageLike) -> torch.Tensor:
+    """Any supported image value -> ``[N, C, H, W]`` float32 in 0..1 with C in 1..4 (alpha still present)."""
+    if isinstance(image, Image.Image):
+        return _pil_to_tensor(image).unsqueeze(0)
+    if isinstance(image, np.ndarray):
+        is_integer = np.issubdtype(image.dtype, np.integer)
+        scale = float(np.iinfo(image.dtype).max) if is_integer else 1.0
+        tensor = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / scale)
+        channels_last = True  # numpy images are conventionally [H, W, C]
+    elif isinstance(image, torch.Tensor):
+        tensor = image.detach().to("cpu")
+        tensor = tensor.float() if tensor.is_floating_point() else tensor.float() / 255.0  # integer images are 8-bit
+        channels_last = False  # torch images are conventionally [C, H, W]
+    else:
+        raise TypeError(f"expected a torch tensor, numpy array or PIL image, got {type(image).__name__}")
+
+    if tensor.ndim == 2:
+        tensor = tensor[None, None]
+    elif tensor.ndim == 3:
+        first, last = tensor.shape[0] in _CHANNEL_COUNTS, tensor.shape[-1] in _CHANNEL_COUNTS
+        if last and (channels_last or not first):
+            tensor = tensor.permute(2, 0, 1)
+        elif not first:
+            raise ValueError(f"cannot tell the channel axis of an image shaped {list(tensor.shape)}; use [C, H, W]")
+        tensor = tensor.unsqueeze(0)
+    elif tensor.ndim != 4 or tensor.shape[1] not in _CHANNEL_COUNTS:
+        shape = list(tensor.shape)
+        raise ValueError(f"expected an image [C, H, W], [H, W, C], [H, W] or a batch [N, C, H, W]; got {shape}")
+    return tensor
+
+
+def _flatten_channels(nchw: torch.Tensor) -> torch.Tensor:
+    """Composite alpha over white and repeat grey, giving ``[N, 3, H, W]``."""
+    channels = nchw.shape[1]
+    if channels in (2, 4):
+        colour, alpha = nchw[:, :-1], nchw[:, -1:].clamp(0, 1)
+        nchw = colour * alpha + (1 - alpha)
+    if nchw.shape[1] == 1:
+        nchw = nchw.expand(-1, 3, -1, -1)
+    return nchw
+
+
+def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
+    """A photo (any size/aspect; RGB, RGBA or grey) -> ``[N, 3, R, R]`` in ``[-1, 1]`` (N = 1 for a single image).
+
+    Accepts a tensor ``[C, H, W]``/``[N, C, H, W]`` (float 0..1 or uint8), a numpy ``[H, W, C]``/``[H, W]`` array or
+    a PIL image. Centre-crops to a square and resizes to ``resolution`` (see the module docstring).
+    """
+    if resolution < 4:
+        raise ValueError(f"resolution must be at least 4, got {resolution}")
+    nchw = _flatten_channels(_to_nchw_unit(image))
+    height, width = nchw.shape[-2:]
+    if min(height, width) < 1:
+        raise ValueError(f"the image is empty ({height}x{width})")
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = nchw[..., top : top + side, left : left + side]
+    if side > resolution:
+        square = F.interpolate(square, size=(resolution, resolution), mode="area")
+    elif side < resolution:
+        square = F.interpolate(square, size=(resolution, resolution), mode="bicubic", antialias=True)
+    return (square.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def _as_chw_minus1_1(img: torch.Tensor) -> torch.Tensor:
+    img = img.detach()
+    if img.ndim == 4:
+        if img.shape[0] != 1:
+            raise ValueError(f"expected a single image, got a batch of {img.shape[0]}")
+        img = img[0]
+    if img.ndim != 3 or img.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image [3, H, W] or [1, 3, H, W] in [-1, 1], got {list(img.shape)}")
+    return img.to("cpu", torch.float32)
+
+
+def to_unit(img: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` -> 0..1 (clamped), same shape, on the CPU; used for previews."""
+    return ((img.detach().to("cpu", torch.float32) + 1) / 2).clamp(0, 1)
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    """A ``[3, H, W]`` (or ``[1, 3, H, W]``) image in ``[-1, 1]`` -> 8-bit RGB PIL image."""
+    unit = to_unit(_as_chw_minus1_1(img)).expand(3, -1, -1)
+    array = (unit * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array, mode="RGB")
+
+
+def save_image(img: torch.Tensor, path: str | Path) -> Path:
+    """Write an image in ``[-1, 1]`` to ``path`` (format from the extension; PNG recommended)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(img).save(path)
+    return path
+
+
+def comfy_to_bchw(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE ``[B, H, W, C]`` float 0..1 -> ``[B, 3, H, W]`` in ``[-1, 1]`` (alpha over white, grey → RGB)."""
+    if image.ndim != 4 or image.shape[-1] not in _CHANNEL_COUNTS:
+        raise ValueError(f"expected a ComfyUI IMAGE [B, H, W, C], got {list(image.shape)}")
+    bchw = _flatten_channels(image.detach().float().permute(0, 3, 1, 2))
+    return (bchw.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def bchw_to_comfy(img: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, H, W]`` in ``[-1, 1]`` -> ComfyUI IMAGE ``[B, H, W, 3]`` float 0..1 on the CPU."""
+    if img.ndim == 3:
+        img = img.unsqueeze(0)
+    if img.ndim != 4:
+        raise ValueError(f"expected images [B, 3, H, W], got {list(img.shape)}")
+    return to_unit(img).permute(0, 2, 3, 1).contiguous()
+
+
+def make_comparison(
+    images: list[torch.Tensor], labels: list[str] | None = None, height: int | None = None, gap: int = 4
+) -> torch.Tensor:
+    """Side-by-side strip of images in ``[-1, 1]`` -> ``[3, H', W']`` in ``[-1, 1]`` (white gaps, optional labels).
+
+    Every image is resized (bicubic, antialiased) to ``height`` (default: the tallest input). Labels are drawn in a
+    white band under each image.
+    """
+    if not images:
+        raise ValueError("make_comparison needs at least one image")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(labels)} labels for {len(images)} images")
+    tiles = [_as_chw_minus1_1(img).expand(3, -1, -1) for img in images]
+    height = height or max(t.shape[-2] for t in tiles)
+    resized = []
+    for tile in tiles:
+        h, w = tile.shape[-2:]
+        if h != height:
+            size = (height, max(1, round(w * height / h)))
+            tile = F.interpolate(tile[None], size=size, mode="bicubic", antialias=True)[0].clamp(-1, 1)
+        resized.append(tile)
+    white = torch.ones(3, height, gap)
+    strip = torch.cat([part for tile in resized for part in (tile, white)][:-1], dim=-1)
+    if not labels:
+        return strip
+    band = 14
+    canvas = to_pil(torch.cat([strip, torch.ones(3, band, strip.shape[-1])], dim=-2))
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for tile, label in zip(resized, labels):
+        draw.text((x + 2, height + 1), label, fill=(0, 0, 0))
+        x += tile.shape[-1] + gap
+    array = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 127.5 - 1)
+    return array.permute(2, 0, 1).contiguous()
