@@ -89,16 +89,18 @@ def save_state(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def save_preview(G: Generator, path: Path, resolution: int) -> None:
-    """Rows of generated / rendered pairs for the same eight held-out z."""
+def save_comparison_grid(G: Generator, path: Path, resolution: int, pairs: int = 1, seed: int = 123_456_789) -> None:
+    """``pairs`` row pairs of eight held-out z: generated images above, the renderer's targets below."""
     from PIL import Image
 
-    z = faces.sample_z(8, seed=123_456_789)
+    z = faces.sample_z(8 * pairs, seed=seed)
     with torch.no_grad():
-        fake = G(z, noise_mode="const")
+        fake = G(z, noise_mode="const").clamp(-1, 1)
     real = faces.render_from_z(z, resolution)
-    grid = torch.cat([fake, real]).add(1).div(2).clamp(0, 1)
-    grid = grid.view(2, 8, 3, resolution, resolution).permute(0, 3, 1, 4, 2).reshape(2 * resolution, 8 * resolution, 3)
+    rows = torch.stack(
+        [fake.view(pairs, 8, 3, resolution, resolution), real.view(pairs, 8, 3, resolution, resolution)], 1
+    )
+    grid = rows.add(1).div(2).permute(0, 1, 4, 2, 5, 3).reshape(2 * pairs * resolution, 8 * resolution, 3)
     Image.fromarray((grid * 255).round().byte().numpy()).save(path)
 
 
@@ -183,7 +185,7 @@ def train(args: argparse.Namespace) -> None:
                 settings=json.dumps(vars(args)),
             )
             save_state(state_path, state)
-            save_preview(G_ema, state_path.with_name("preview.png"), args.resolution)
+            save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
             last_checkpoint = time.time()
             log.info("checkpoint written to %s", state_path)
     log.info("done: %d iterations, %d images, %.1f min", iteration, images_seen, wall_seconds / 60)
@@ -214,9 +216,14 @@ def export(args: argparse.Namespace) -> None:
         settings=settings,
         attributes=list(faces.ATTRIBUTE_NAMES),
         w_avg_samples=W_AVG_SAMPLES,
+        note=args.note,
     )
-    save_generator(G, args.export, fp16=True, provenance=provenance)
-    log.info("exported %s (%d iterations, %d images)", args.export, state["iteration"], state["images_seen"])
+    out = Path(args.export)
+    save_generator(G, out, fp16=True, provenance=provenance)
+    save_comparison_grid(G, out.with_name("samples.png"), settings["resolution"], pairs=3)
+    record = dict(provenance, parameters=G.num_parameters(), file_mb=round(out.stat().st_size / 2**20, 2))
+    out.with_name("training.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("exported %s (%d iterations, %d images)", out, state["iteration"], state["images_seen"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,6 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state", default="/work/runs/default/state.pt", help="resumable training state file")
     p.add_argument("--resume", action="store_true", help="continue from --state if it exists")
     p.add_argument("--export", help="write the EMA generator of --state to this .safetensors path and exit")
+    p.add_argument("--note", default="", help="free text recorded in the exported provenance (e.g. run history)")
     p.add_argument("--minutes", type=float, default=65.0, help="wall-time budget (sets the learning-rate schedule)")
     p.add_argument("--checkpoint-minutes", type=float, default=4.0)
     p.add_argument("--resolution", type=int, default=64)
