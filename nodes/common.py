@@ -1,0 +1,253 @@
+"""What every PTI node shares: custom type names, widget specs, IMAGE conversions, progress and input checks.
+
+Nothing here implements PTI itself; the algorithms live in ``pti/`` and the nodes only adapt ComfyUI's values to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+
+from ..pti.hashing import state_dict_hash
+from ..pti.image import bchw_to_comfy, prepare_target, to_pil
+
+log = logging.getLogger("pti.nodes")
+
+# Pack-unique custom types (other StyleGAN packs already use STYLEGAN / STYLEGAN_LATENT for other objects).
+GENERATOR = "PTI_GENERATOR"
+LATENT = "PTI_LATENT"
+DIRECTION = "PTI_DIRECTION"
+
+CATEGORY = "PTI"
+PREVIEW_MAX_SIZE = 512
+
+# Model folders under ComfyUI's models directory. Saved PTI results and direction files get their own sub-folders,
+# which the checkpoint list leaves out.
+STYLEGAN_FOLDER = "stylegan"
+PTI_FOLDER = "stylegan_pti"
+DIRECTIONS_FOLDER = "stylegan_directions"
+CHECKPOINT_EXTENSIONS = frozenset({".pkl", ".pt", ".pth", ".safetensors"})
+DIRECTION_EXTENSIONS = frozenset({".npy", ".pt", ".pth", ".safetensors"})
+PTI_EXTENSIONS = frozenset({".safetensors"})
+
+
+# ----------------------------------------------------------------------------------------------- widget specs
+
+
+def int_input(default: int, minimum: int, maximum: int, tooltip: str, step: int = 1) -> tuple[str, dict]:
+    return ("INT", {"default": default, "min": minimum, "max": maximum, "step": step, "tooltip": tooltip})
+
+
+def float_input(default: float, minimum: float, maximum: float, step: float, tooltip: str) -> tuple[str, dict]:
+    return ("FLOAT", {"default": default, "min": minimum, "max": maximum, "step": step, "tooltip": tooltip})
+
+
+def bool_input(default: bool, tooltip: str, label_on: str = "on", label_off: str = "off") -> tuple[str, dict]:
+    return ("BOOLEAN", {"default": default, "label_on": label_on, "label_off": label_off, "tooltip": tooltip})
+
+
+def string_input(default: str, tooltip: str, multiline: bool = False) -> tuple[str, dict]:
+    return ("STRING", {"default": default, "multiline": multiline, "tooltip": tooltip})
+
+
+def combo_input(options: Iterable[str], tooltip: str, default: str | None = None) -> tuple[list[str], dict]:
+    options = list(options)
+    spec: dict[str, Any] = {"tooltip": tooltip}
+    if default is not None:
+        spec["default"] = default
+    return (options, spec)
+
+
+def link_input(type_name: str, tooltip: str) -> tuple[str, dict]:
+    return (type_name, {"tooltip": tooltip})
+
+
+GENERATOR_INPUT = link_input(GENERATOR, "A StyleGAN2 generator: from Load StyleGAN (PTI), Pivotal Tune or Load PTI.")
+LATENT_INPUT = link_input(LATENT, "Latent code(s) w / w+ of a generator: from Project Pivot, Sample Latent or edits.")
+IMAGE_INPUT = link_input("IMAGE", "Photo(s) to invert; a batch inverts each image. Centre-cropped to a square.")
+DIRECTION_INPUT = link_input(DIRECTION, "An edit direction in w space: from Load Direction (PTI).")
+SEED_INPUT = int_input(0, 0, 2**32 - 1, "Random seed; the same seed and settings give the same result.")
+TRUNCATION_INPUT = float_input(
+    1.0, 0.0, 2.0, 0.05, "Truncation psi: 1 = as is, below 1 pulls toward the average face (cleaner, less varied)."
+)
+NOISE_MODE_INPUT = combo_input(
+    ["const", "random", "none"],
+    "Per-pixel noise: const = the model's fixed noise (reproducible), random = fresh noise, none = no noise.",
+    default="const",
+)
+
+
+# ------------------------------------------------------------------------------------------------ model folders
+
+
+def _register_folder(name: str, path: str, extensions: Iterable[str]) -> None:
+    """Add ``path`` under ``name`` in ComfyUI's model registry and make sure ``extensions`` are listed."""
+    folder_paths.add_model_folder_path(name, path)
+    paths, known = folder_paths.folder_names_and_paths[name]
+    if not set(extensions) <= set(known):
+        # A new set, so a collection shared with other folders (supported_pt_extensions) is never modified.
+        folder_paths.folder_names_and_paths[name] = (paths, set(known) | set(extensions))
+
+
+def register_model_folders() -> None:
+    """Register models/stylegan (checkpoints), models/stylegan/pti (saved results), models/stylegan/directions."""
+    root = os.path.join(folder_paths.models_dir, "stylegan")
+    _register_folder(STYLEGAN_FOLDER, root, CHECKPOINT_EXTENSIONS)
+    _register_folder(PTI_FOLDER, os.path.join(root, "pti"), PTI_EXTENSIONS)
+    _register_folder(DIRECTIONS_FOLDER, os.path.join(root, "directions"), DIRECTION_EXTENSIONS)
+
+
+def file_signature(path: str | os.PathLike) -> str:
+    """Cheap change marker for ``IS_CHANGED``: path, size and modification time (nanoseconds)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"missing:{path}"
+    return f"{os.fspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+# --------------------------------------------------------------------------------------------------- devices
+
+
+def compute_device() -> torch.device:
+    return comfy.model_management.get_torch_device()
+
+
+def generator_device(G: torch.nn.Module) -> torch.device:
+    return next(G.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def comfy_to_targets(image: torch.Tensor, resolution: int) -> torch.Tensor:
+    """ComfyUI IMAGE ``[B, H, W, C]`` 0..1 -> generator targets ``[B, 3, R, R]`` in ``[-1, 1]`` (CPU).
+
+    Raises a ValueError naming the problem for a non-IMAGE value, an empty batch or an unusable channel count.
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected an IMAGE batch [B, H, W, C], got {shape}; connect a Load Image node's IMAGE")
+    if image.shape[0] == 0:
+        raise ValueError("the IMAGE batch is empty: connect at least one image")
+    channels = image.shape[-1]
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(
+            f"the IMAGE has {channels} channels in its last axis; expected 3 (RGB), or 1/4 (grey/RGBA, converted). "
+            "It may be a mask or a latent: connect an IMAGE output"
+        )
+    return prepare_target(image.detach().to("cpu", torch.float32).movedim(-1, 1), resolution)
+
+
+def generated_to_comfy(images: torch.Tensor) -> torch.Tensor:
+    """Generator output ``[B, 3, H, W]`` in ``[-1, 1]`` -> ComfyUI IMAGE on ComfyUI's intermediate device."""
+    return bchw_to_comfy(images.detach()).to(comfy.model_management.intermediate_device())
+
+
+# -------------------------------------------------------------------------------------------------- progress
+
+
+class NodeProgress:
+    """Progress callback for ``pti`` functions that drives ComfyUI's progress bar and live preview.
+
+    Call signature as in ``pti``: ``(step, total, losses, preview)`` with ``preview`` a ``[3, H, W]`` 0..1 tensor or
+    None. Each call first honours ComfyUI's Cancel button; the InterruptProcessingException it raises propagates
+    out of the ``pti`` function unchanged. ``stage``/``stages`` map several runs (one per image) onto one bar.
+    """
+
+    def __init__(self, stages: int = 1):
+        self.stages = max(1, stages)
+        self.stage = 0
+        self.bar: comfy.utils.ProgressBar | None = None
+
+    def __call__(self, step: int, total: int, losses: dict[str, float] | None, preview: torch.Tensor | None) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        overall = total * self.stages
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(overall)
+        payload = None
+        if preview is not None:
+            payload = ("JPEG", to_pil(preview.detach().float() * 2 - 1), PREVIEW_MAX_SIZE)
+        self.bar.update_absolute(self.stage * total + step, overall, payload)
+
+    def next_stage(self) -> None:
+        self.stage += 1
+
+
+def check_interrupted() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+# ------------------------------------------------------------------------------------------- model identity
+
+_hash_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Hashes of the models a node-made generator derives from (tuned -> base); recorded on objects the nodes create.
+LINEAGE_ATTRIBUTE = "pti_lineage"
+
+
+def generator_hash(G: torch.nn.Module) -> str:
+    """``state_dict_hash`` of a generator, computed once per object (generators passed between nodes never change)."""
+    cached = _hash_cache.get(G)
+    if cached is None:
+        cached = _hash_cache[G] = state_dict_hash(G)
+    return cached
+
+
+def remember_hash(G: torch.nn.Module, known_hash: str) -> None:
+    """Record a hash computed elsewhere (the loader computes it) so it is not computed again."""
+    _hash_cache[G] = known_hash
+
+
+def generator_lineage(G: torch.nn.Module) -> list[str]:
+    """This generator's hash followed by the hashes of the generators it was tuned from."""
+    own = generator_hash(G)
+    return [own] + [h for h in getattr(G, LINEAGE_ATTRIBUTE, ()) if h != own]
+
+
+def mark_derived(tuned: torch.nn.Module, base: torch.nn.Module) -> torch.nn.Module:
+    """Record on a NEW generator (made by a node) that it derives from ``base``; returns ``tuned``."""
+    setattr(tuned, LINEAGE_ATTRIBUTE, tuple(generator_lineage(base)))
+    return tuned
+
+
+def latent_row_meta(latent: Any, index: int) -> dict:
+    """Provenance of one latent row: its entry in ``meta["rows"]`` (stacked latents) over the shared keys."""
+    shared = {k: v for k, v in latent.meta.items() if k not in ("rows", "generator_lineage")}
+    rows = latent.meta.get("rows")
+    if isinstance(rows, list) and len(rows) == len(latent):
+        return {**shared, **rows[index]}
+    return shared
+
+
+def latent_lineage(latent: Any) -> set[str]:
+    return {latent.generator_hash, *latent.meta.get("generator_lineage", ())} - {"", None}
+
+
+def check_latent_fits(latent: Any, G: torch.nn.Module) -> None:
+    """Refuse a latent that is empty, shaped for another model, or made with an unrelated generator."""
+    if len(latent) == 0:
+        raise ValueError("the latent batch is empty")
+    shape = tuple(latent.ws.shape[1:])
+    if shape != (G.num_ws, G.w_dim):
+        raise ValueError(
+            f"this latent has {shape[0]} layers of {shape[1]} values but the generator expects "
+            f"{G.num_ws} x {G.w_dim}: it was made with a different model. Project or sample it with this generator"
+        )
+    known = latent_lineage(latent)
+    if known and not known & set(generator_lineage(G)):
+        raise ValueError(
+            f"this latent was made with generator {latent.generator_hash}, but the connected generator is "
+            f"{generator_hash(G)} and not a tuned version of it. Connect the generator the latent came from "
+            "(or its tuned version), or project/sample the latent again with this one"
+        )
+
+
+register_model_folders()
