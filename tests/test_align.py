@@ -161,3 +161,43 @@ class _RunsCode:
 
     def __reduce__(self):
         return (os.mkdir, (self.marker,))
+
+
+# ----------------------------------------------------------------------------------------------------------- nodes
+
+
+def _run(node_class, **inputs):
+    """Call a node like ComfyUI (inference mode); assert it changed none of its inputs."""
+    before = tensor_digest([v for v in inputs.values() if isinstance(v, torch.Tensor)])
+    node = node_class()
+    with torch.inference_mode():
+        result = getattr(node, node.FUNCTION)(**inputs)
+    assert tensor_digest([v for v in inputs.values() if isinstance(v, torch.Tensor)]) == before
+    return result
+
+
+def test_align_and_paste_back_nodes(astronaut):
+    from pack_loader import load_pack, pack_module
+
+    load_pack()
+    nodes = pack_module("nodes.alignment")
+    for node_class in (nodes.AlignFace, nodes.PasteBack):
+        spec = node_class.INPUT_TYPES()
+        for group in spec.values():
+            assert all(options[1].get("tooltip") for options in group.values())
+        assert len(node_class.OUTPUT_TOOLTIPS) == len(node_class.RETURN_TYPES) and node_class.DESCRIPTION
+    photo = astronaut.permute(1, 2, 0).unsqueeze(0).contiguous()  # IMAGE [1, H, W, 3]
+    points = " ".join(f"{x},{y}" for x, y in ASTRONAUT_LANDMARKS)
+    aligned, alignments = _run(
+        nodes.AlignFace, image=photo, size=64, detector="auto", fallback="error", landmarks=points
+    )
+    assert aligned.shape == (1, 64, 64, 3) and len(alignments) == 1
+    sweep = torch.cat([aligned, 1 - aligned, aligned.flip(2)])  # three edits of the one photo
+    images, masks = _run(nodes.PasteBack, original=photo, edited=sweep, alignment=alignments, feather=0.08)
+    assert images.shape == (3, 512, 512, 3) and masks.shape == (3, 512, 512)
+    outside = masks[0] == 0
+    assert all(torch.equal(image[outside], photo[0][outside]) for image in images)
+    with pytest.raises(ValueError, match="multiple"):
+        _run(nodes.PasteBack, original=torch.cat([photo, photo]), edited=sweep, alignment=alignments * 2, feather=0.1)
+    with pytest.raises(ValueError, match="lines of landmarks"):
+        _run(nodes.AlignFace, image=photo, size=64, detector="auto", fallback="error", landmarks=f"{points}\n{points}")

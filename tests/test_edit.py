@@ -291,3 +291,36 @@ def test_parse_strengths():
     for bad in ("1:2", "a,b", "0:1:0"):
         with pytest.raises(DirectionError):
             parse_strengths(bad)
+
+
+# ----------------------------------------------------------------------------------------------------------- node
+
+
+def test_compute_directions_node(G):
+    from pack_loader import load_pack, pack_module
+
+    load_pack()
+    node_class = pack_module("nodes.directions").ComputeDirections
+    for options in node_class.INPUT_TYPES()["required"].values():
+        assert options[1].get("tooltip")
+    assert len(node_class.OUTPUT_TOOLTIPS) == len(node_class.RETURN_TYPES) == len(node_class.OUTPUT_IS_LIST)
+    before = tensor_digest(G)
+    args = dict(generator=G, method="sefa", num_components=6, component=2, layers="coarse", num_samples=1000, seed=0)
+    with torch.inference_mode():
+        direction, directions, preview = node_class().compute(**args, preview_components=3, preview_strength=3.0)
+        computed = edit.CACHE_STATS["computed"]
+        again = node_class().compute(**{**args, "method": "sefa"}, preview_components=0, preview_strength=3.0)
+    assert tensor_digest(G) == before
+    assert len(directions) == 6 and direction.name == directions[2].name and direction.layers == (0, 3)
+    assert preview.shape == (1, 3 * G.img_resolution, 3 * G.img_resolution, 3)
+    assert edit.CACHE_STATS["computed"] == computed and torch.equal(again[0].vector, direction.vector)
+    # The middle column (strength 0) is the same image in every row; the edited columns differ from it.
+    size = G.img_resolution
+    middle = preview[0, :, size : 2 * size]
+    assert torch.allclose(middle[:size], middle[size : 2 * size])
+    assert not torch.allclose(preview[0, :size, :size], middle[:size], atol=1e-2)
+    with torch.inference_mode():
+        gs = node_class().compute(**{**args, "method": "ganspace"}, preview_components=1, preview_strength=1.0)
+    assert gs[0].meta["method"] == "ganspace" and gs[0].layers == (0, 3)
+    with pytest.raises(ValueError, match="w_dim"):
+        node_class().compute(**{**args, "num_components": 64}, preview_components=0, preview_strength=1.0)
