@@ -249,9 +249,16 @@ def save_generator(G: Generator, path: PathLike, fp16: bool = False, provenance:
 def _existing_file(source: PathLike) -> Path:
     path = Path(source).expanduser()
     if not path.exists():
+        if path.is_symlink():  # a symlink to a real file is fine (shared model folders); a broken one is named
+            raise CheckpointError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which is missing or loops back on itself; "
+                "fix the link or pass the file itself"
+            )
         raise CheckpointError(f"checkpoint not found: {path} ({SUPPORTED})")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass the checkpoint file itself ({SUPPORTED})")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device); pass the checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy probably failed")
     return path

@@ -20,7 +20,9 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
+import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,9 @@ class Direction:
         if not torch.isfinite(vector).all():
             raise DirectionError(f"direction {self.name!r} contains NaN or infinite values")
         self.vector = vector.clone()
+        std = self.meta.get("std", 1.0) if isinstance(self.meta, dict) else None
+        if isinstance(std, bool) or not isinstance(std, numbers.Real) or not math.isfinite(std):
+            raise DirectionError(f"direction {self.name!r}: meta must be a dict whose 'std' (if any) is a number")
         if self.layers is not None:
             start, end = (int(v) for v in self.layers)
             if not 0 <= start < end:
@@ -137,6 +142,62 @@ def read_torch_file(path: str | Path) -> Any:
             return _materialise(archive.load())
     except PickleError as exc:
         raise DirectionError(f"{path}: cannot read this torch file safely ({exc})") from exc
+    except RecursionError:
+        raise DirectionError(
+            f"{path}: the torch file nests containers implausibly deep; not a direction file"
+        ) from None
+
+
+def _float_array(value: Any, what: str) -> torch.Tensor:
+    """A tensor/ndarray entry as a float32 tensor, or a DirectionError naming ``what``."""
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        raise DirectionError(f"{what} is a {type(value).__name__}, not a tensor")
+    return torch.as_tensor(np.asarray(value, dtype=np.float32)) if isinstance(value, np.ndarray) else value.float()
+
+
+def _entry_info(info: dict[str, Any], key: Any, stem: str) -> tuple[tuple[int, int] | None, dict[str, Any]]:
+    """``(layers, meta)`` recorded for ``key`` in a directions file's metadata, checked for shape and type."""
+    extra = info.get(key, {})
+    layers, meta = extra.get("layers"), extra.get("meta", {})
+    if layers and not (
+        isinstance(layers, list) and len(layers) == 2 and all(type(v) is int for v in layers)  # noqa: E721
+    ):
+        raise DirectionError(f"{stem}: layers of {key!r} must be [start, end] ints, got {layers!r}")
+    if not isinstance(meta, dict):
+        raise DirectionError(f"{stem}: meta of {key!r} must be a JSON object, got {type(meta).__name__}")
+    return (tuple(layers) if layers else None), dict(meta)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A plain numeric ``.npy`` array; the header is checked against the file size before anything is allocated.
+
+    ``np.load`` would allocate what the header claims (and needs ``allow_pickle=False`` to stay safe); here object
+    arrays, structured dtypes and sizes that disagree with the file are a :class:`DirectionError`.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(f)
+        except (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+            raise DirectionError(f"{path}: not a plain numeric .npy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "fiub" or dtype.fields is not None:
+            raise DirectionError(f"{path}: not a plain numeric .npy array (dtype {dtype}; pickled objects refused)")
+        count = math.prod(shape)
+        remaining = size - f.tell()
+        if count * dtype.itemsize != remaining:
+            raise DirectionError(
+                f"{path}: .npy header declares shape {shape} of {dtype} ({count * dtype.itemsize} bytes) but the file "
+                f"holds {remaining} bytes after it; the file is truncated or damaged"
+            )
+        flat = np.frombuffer(f.read(remaining), dtype=dtype, count=count)
+    return flat.reshape(shape, order="F" if fortran_order else "C").astype(np.float32)
 
 
 def _directions_from_tensors(
@@ -145,8 +206,10 @@ def _directions_from_tensors(
     """Interpret loaded tensors: a GANSpace PCA dict (mean/comp/std), one tensor, or name -> tensor."""
     info = info or {}
     if {"comp", "std"} <= set(tensors):
-        comp = torch.as_tensor(np.asarray(tensors["comp"], dtype=np.float32))
-        std = torch.as_tensor(np.asarray(tensors["std"], dtype=np.float32)).reshape(-1)
+        comp = _float_array(tensors["comp"], f"{stem}: GANSpace 'comp'")
+        std = _float_array(tensors["std"], f"{stem}: GANSpace 'std'").reshape(-1)
+        if comp.ndim < 2:
+            raise DirectionError(f"{stem}: GANSpace 'comp' must be [components, ..., w_dim], got {list(comp.shape)}")
         comp = comp.reshape(comp.shape[0], -1)
         if comp.shape[0] != std.shape[0]:
             raise DirectionError(f"{stem}: GANSpace file has {comp.shape[0]} components but {std.shape[0]} stds")
@@ -159,15 +222,12 @@ def _directions_from_tensors(
         }
     found = {}
     for key, value in tensors.items():
-        if not isinstance(value, (torch.Tensor, np.ndarray)):
-            raise DirectionError(f"{stem}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        vector = torch.as_tensor(np.asarray(value, dtype=np.float32)) if isinstance(value, np.ndarray) else value
+        vector = _float_array(value, f"{stem}: entry {key!r}")
         if vector.ndim == 2 and vector.shape[0] == 1:  # InterFaceGAN boundaries are [1, w_dim]
             vector = vector[0]
         name = stem if len(tensors) == 1 else key
-        extra = info.get(key, {})
-        layers = tuple(extra["layers"]) if extra.get("layers") else None
-        found[name] = Direction(name, vector.float(), layers, dict(extra.get("meta", {})))
+        layers, meta = _entry_info(info, key, stem)
+        found[name] = Direction(name, vector, layers, meta)
     if not found:
         raise DirectionError(f"{stem}: the file holds no tensors")
     return found
@@ -186,14 +246,16 @@ def load_directions(path: str | Path, G: Any = None) -> dict[str, Direction]:
     """Every direction in a file (``.npy``, ``.pt``/``.pth``, ``.safetensors``), checked against ``G`` if given."""
     path = Path(path)
     if not path.is_file():
+        if path.is_dir() or path.exists():
+            raise DirectionError(
+                f"{path} is a {'directory' if path.is_dir() else 'special file'}; pass a direction file"
+            )
+        if path.is_symlink():
+            raise DirectionError(f"{path} is a symbolic link to {os.readlink(path)}, which is missing or loops")
         raise FileNotFoundError(f"direction file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DirectionError(f"{path}: not a plain numeric .npy array ({exc})") from exc
-        directions = _directions_from_tensors({path.stem: array}, path.stem)
+        directions = _directions_from_tensors({path.stem: read_npy(path)}, path.stem)
     elif suffix in (".pt", ".pth"):
         obj = read_torch_file(path)
         tensors = obj if isinstance(obj, dict) else {path.stem: obj}
@@ -208,6 +270,10 @@ def load_directions(path: str | Path, G: Any = None) -> dict[str, Direction]:
             order = json.loads(metadata.get("order", "[]"))
         except json.JSONDecodeError as exc:
             raise DirectionError(f"{path}: malformed 'order' metadata ({exc})") from exc
+        if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+            raise DirectionError(f"{path}: 'directions' metadata must map each name to a JSON object")
+        if not isinstance(order, list) or not all(isinstance(name, str) for name in order):
+            raise DirectionError(f"{path}: 'order' metadata must be a list of names")
         # safetensors stores tensors sorted by name; restore the order they were saved in.
         ranked = {name: tensors[name] for name in order if name in tensors}
         tensors = {**ranked, **{k: v for k, v in tensors.items() if k not in ranked}}
@@ -260,7 +326,7 @@ def load_direction(source: str | Path, G: Any = None, name: str | None = None) -
     if path.is_file():
         directions = load_directions(path, G)
     elif path.suffix.lower() in (".npy", ".pt", ".pth", ".safetensors") or os.sep in text:
-        raise FileNotFoundError(f"direction file not found: {path}")
+        directions = load_directions(path, G)  # raises the precise error: missing, a directory, a broken link
     else:
         shipped = default_directions()
         if text not in shipped:

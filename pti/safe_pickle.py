@@ -640,6 +640,10 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_PICKLE_ENTRY = 1 << 28
+# torch.save stores entries uncompressed; a compressed entry may expand this much (plus a fixed allowance for small
+# all-zero buffers), summed over the archive, so a small zip cannot make the reader allocate gigabytes (zip bomb).
+_MAX_EXPANSION = 32
+_EXPANSION_ALLOWANCE = 64 << 20
 
 
 def _check_storage_pid(pid: Any) -> tuple[StorageType, str, int]:
@@ -666,6 +670,8 @@ class TorchArchive:
         self.allowed = allowed
         self._zip: zipfile.ZipFile | None = None
         self.layout = "zip" if self.file.read(4) == _ZIP_MAGIC else "legacy"
+        self._size = self.file.seek(0, os.SEEK_END)
+        self._expanded = 0
         self.file.seek(0)
 
     def __enter__(self) -> TorchArchive:
@@ -689,7 +695,7 @@ class TorchArchive:
     def _load_zip(self) -> Any:
         try:
             self._zip = zipfile.ZipFile(self.file)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
             raise PickleError(f"damaged zip archive: {exc}") from None
         entries = {info.filename: info for info in self._zip.infolist()}
         pickles = [name for name in entries if name == "data.pkl" or name.endswith("/data.pkl")]
@@ -697,11 +703,12 @@ class TorchArchive:
             raise PickleError(f"a torch.save zip holds exactly one data.pkl; found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
         byteorder = entries.get(prefix + "byteorder")
-        if byteorder is not None and self._zip.read(byteorder).strip() not in (b"little", b""):
+        if byteorder is not None and self._zip_read(byteorder).strip() not in (b"little", b""):
             raise PickleError("big-endian torch archives are not supported")
         info = entries[pickles[0]]
         if info.file_size > _MAX_PICKLE_ENTRY:
             raise PickleError(f"data.pkl is implausibly large ({info.file_size} bytes)")
+        self._check_expansion(info)
         storages: dict[str, Storage] = {}
 
         def persistent_load(pid: Any) -> Storage:
@@ -716,6 +723,7 @@ class TorchArchive:
                         f"storage '{key}' holds {entry.file_size} bytes, the pickle says {storage.nbytes} "
                         f"({numel} x {storage_type.dtype})"
                     )
+                self._check_expansion(entry)
                 storages[key] = storage
             elif storages[key].dtype != storage_type.dtype:
                 raise PickleError(f"storage '{key}' is used with two element types")
@@ -724,10 +732,33 @@ class TorchArchive:
         data = io.BytesIO(self._zip_read(info))
         return safe_unpickle(data, self.allowed, persistent_load)
 
+    def _check_expansion(self, entry: zipfile.ZipInfo) -> None:
+        """Refuse compressed entries that would expand far beyond the archive's own size (before reading them)."""
+        if entry.compress_type == zipfile.ZIP_STORED:
+            if entry.file_size > self._size:
+                raise PickleError(f"archive entry {entry.filename} claims {entry.file_size} bytes, more than the file")
+            return
+        self._expanded += entry.file_size
+        if self._expanded > _MAX_EXPANSION * self._size + _EXPANSION_ALLOWANCE:
+            raise PickleError(
+                f"compressed entries expand to {self._expanded} bytes from a {self._size}-byte archive (entry "
+                f"{entry.filename}); refused as a zip bomb (torch.save never compresses)"
+            )
+
     def _zip_read(self, entry: zipfile.ZipInfo) -> bytes:
         try:
             return self._zip.read(entry)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            EOFError,
+            zlib.error,
+            NotImplementedError,
+            RuntimeError,
+            ValueError,
+        ) as exc:
+            # NotImplementedError: unknown compression method; RuntimeError: an encrypted entry; ValueError: a
+            # local header whose name is not UTF-8.
             raise PickleError(f"archive entry {entry.filename} is damaged: {exc}") from None
 
     # -- legacy layout: magic, protocol, sys_info, object, storage keys, then (numel, bytes) per storage ----------
