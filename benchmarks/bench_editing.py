@@ -1,0 +1,168 @@
+"""Do the shipped edit directions still work after pivotal tuning? (issue 7 acceptance, on the default model)
+
+For held-out procedural face photos (the default model's domain, rendered by ``pti.faces`` from seeds the model
+never saw), plus any real photos given with ``--photo``, this runs a W-only inversion (the pivot) and then PTI (the
+pivot + a tuned generator G'). For every shipped attribute direction ``d`` and strength ``s`` it measures, with
+the attribute regressor ``a(.)``:
+
+- ``change_w(s)   = a_k(G (w + s d)) - a_k(G (w))``   target attribute k, W-only inversion
+- ``change_pti(s) = a_k(G'(w + s d)) - a_k(G'(w))``   the same edit decoded by the tuned generator
+- ``retained = sum_s s * change_pti(s) / sum_s s * change_w(s)``  (ratio of the least-squares slopes; 1 = the edit
+  moves the attribute as much after PTI as before; acceptance: >= 0.7)
+- ``LPIPS(G'(w + s d), G'(w))`` per strength: how much of the image the edit changes (identity kept when small).
+
+Usage: ``python benchmarks/bench_editing.py [--images 4] [--device cuda] [--out benchmarks/results/editing.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from pti import faces  # noqa: E402
+from pti.attributes import load_regressor, predict_attributes  # noqa: E402
+from pti.checkpoints import load_generator  # noqa: E402
+from pti.edit import default_directions, parse_strengths, strength_sweep  # noqa: E402
+from pti.image import load_image, prepare_target  # noqa: E402
+from pti.perceptual import load_lpips  # noqa: E402
+from pti.project import project, synthesize  # noqa: E402
+from pti.tune import pivotal_tune  # noqa: E402
+
+log = logging.getLogger("bench_editing")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    G = load_generator(args.checkpoint, device=device)
+    regressor = load_regressor(device=device)
+    lpips = load_lpips("alex", device=device)
+    directions = default_directions()
+    if args.attributes:
+        directions = {name: directions[name] for name in args.attributes.split(",")}
+    strengths = parse_strengths(args.strengths)
+    photos, _ = faces.sample(args.images, args.seed, G.img_resolution)
+    if args.photo:
+        real = [prepare_target(load_image(path), G.img_resolution) for path in args.photo]
+        photos = torch.cat([photos, *real])
+    photos = photos.to(device)
+
+    per_attribute = {name: {"num": 0.0, "den": 0.0, "lpips": [0.0] * len(strengths)} for name in directions}
+    inversions = []
+    for index, photo in enumerate(photos):
+        started = time.perf_counter()
+        pivot = project(G, photo[None], space="w", steps=args.project_steps, seed=index)
+        projected = time.perf_counter()
+        tuned = pivotal_tune(
+            G, photo[None], pivot, steps=args.tune_steps, lpips_threshold=args.tune_threshold, seed=index
+        )
+        tuned_at = time.perf_counter()
+        with torch.no_grad():
+            rec_w, rec_pti = synthesize(G, pivot), synthesize(tuned, pivot)
+            inversions.append(
+                {
+                    "lpips_w": float(lpips(rec_w, photo[None]).mean()),
+                    "lpips_pti": float(lpips(rec_pti, photo[None]).mean()),
+                    "tune_steps": tuned.tuning_info["steps"],
+                    "project_s": projected - started,
+                    "tune_s": tuned_at - projected,
+                }
+            )
+        for name, direction in directions.items():
+            k = faces.ATTRIBUTE_NAMES.index(name)
+            sweep = strength_sweep(pivot, direction, strengths)
+            with torch.no_grad():
+                images_w, images_pti = synthesize(G, sweep), synthesize(tuned, sweep)
+                change_w = predict_attributes(images_w, regressor)[:, k] - predict_attributes(rec_w, regressor)[0, k]
+                change_pti = (
+                    predict_attributes(images_pti, regressor)[:, k] - predict_attributes(rec_pti, regressor)[0, k]
+                )
+                distances = lpips(images_pti, rec_pti.expand_as(images_pti)).flatten()
+            s = torch.tensor(strengths, device=device)
+            entry = per_attribute[name]
+            entry["num"] += float((s * change_pti).sum())
+            entry["den"] += float((s * change_w).sum())
+            entry["lpips"] = [a + float(b) / len(photos) for a, b in zip(entry["lpips"], distances)]
+        log.info("image %d/%d: %s", index + 1, len(photos), inversions[-1])
+
+    rows = {}
+    for name, entry in per_attribute.items():
+        slope_w = entry["den"] / (len(photos) * sum(v * v for v in strengths))
+        rows[name] = {
+            "retained": entry["num"] / entry["den"] if entry["den"] else float("nan"),
+            "slope_w_per_unit": slope_w,
+            "lpips_by_strength": dict(zip([f"{v:+g}" for v in strengths], entry["lpips"])),
+        }
+    return {
+        "settings": vars(args),
+        "device": str(device),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "generator_hash": G.source_info["hash"],
+        "inversions": inversions,
+        "attributes": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    strengths = list(next(iter(result["attributes"].values()))["lpips_by_strength"])
+    header = " | ".join(f"LPIPS {s}" for s in strengths)
+    lines = [
+        f"| direction | retained after PTI | attr. change / unit (W) | {header} |",
+        "|---|---|---|" + "---|" * len(strengths),
+    ]
+    for name, row in result["attributes"].items():
+        cells = " | ".join(f"{v:.3f}" for v in row["lpips_by_strength"].values())
+        lines.append(f"| {name} | {row['retained']:.2f} | {row['slope_w_per_unit']:+.3f} | {cells} |")
+    inv = result["inversions"]
+    n = len(inv)
+    lines.append("")
+    lines.append(
+        f"Reconstruction LPIPS (alex), mean of {n}: W-only {sum(r['lpips_w'] for r in inv) / n:.3f}, "
+        f"PTI {sum(r['lpips_pti'] for r in inv) / n:.3f}; time per image: projection "
+        f"{sum(r['project_s'] for r in inv) / n:.1f} s, tuning {sum(r['tune_s'] for r in inv) / n:.1f} s "
+        f"({sum(r['tune_steps'] for r in inv) / n:.0f} steps) "
+        f"({result['device']})."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="generator (default: the embedded model)")
+    parser.add_argument("--images", type=int, default=4, help="held-out procedural face photos to invert")
+    parser.add_argument("--photo", action="append", default=[], help="also invert this photo (repeatable)")
+    parser.add_argument("--seed", type=int, default=900_001, help="seed of the held-out photos")
+    parser.add_argument("--strengths", default="-3:3:7", help="edit strengths (start:stop:count)")
+    parser.add_argument("--attributes", default="", help="comma list of shipped directions (default: all)")
+    parser.add_argument("--project-steps", type=int, default=None, help="projection steps (default: fast preset)")
+    parser.add_argument("--tune-steps", type=int, default=None, help="tuning steps (default: fast preset)")
+    parser.add_argument(
+        "--tune-threshold",
+        type=float,
+        default=0.0,
+        help="LPIPS early-stop threshold of tuning; 0 (default) runs every step, so G' really moves away from G",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "editing.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = measure(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
