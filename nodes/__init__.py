@@ -1,4 +1,11 @@
 """ComfyUI nodes of the PTI pack: thin adapters over ``pti/``. Each family module exports its own mappings."""
 
+from . import alignment, directions, editing, inversion, model
+
+_FAMILIES = (model, inversion, editing, directions, alignment)
+
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _family in _FAMILIES:
+    NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)

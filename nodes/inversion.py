@@ -1,0 +1,141 @@
+"""Inversion nodes: the two PTI stages, projection to a pivot latent and pivotal tuning of the generator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..pti.project import project
+from ..pti.tune import pivotal_tune
+from . import common
+from .model import decode_latent
+
+SPACES = {"W": "w", "W+": "w+"}
+PRESETS = {"fast": "fast", "paper": "reference"}
+RECONSTRUCTION_TOOLTIP = "What the generator makes of each latent: compare it with the photo."
+
+
+def _preview_every(steps: int) -> int:
+    """About ten live previews per image, at most every 10 steps."""
+    return max(1, min(10, steps // 10))
+
+
+class ProjectPivot:
+    DESCRIPTION = (
+        "PTI stage 1: finds the latent code (the pivot) whose image best matches each photo, by optimisation "
+        "(LPIPS loss). Faces work best centred and aligned like the model's training data."
+    )
+    CATEGORY = f"{common.CATEGORY}/inversion"
+    RETURN_TYPES = (common.LATENT, "IMAGE")
+    RETURN_NAMES = ("latent", "reconstruction")
+    OUTPUT_TOOLTIPS = ("One pivot latent per input image, tied to this generator.", RECONSTRUCTION_TOOLTIP)
+    FUNCTION = "project"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": common.GENERATOR_INPUT,
+                "image": common.IMAGE_INPUT,
+                "steps": common.int_input(100, 1, 5000, "Optimisation steps per image (PTI uses 450; 100 is close)."),
+                "space": common.combo_input(
+                    list(SPACES),
+                    "W: one code for all layers (the PTI choice, edits best). W+: one per layer (closer, edits worse).",
+                    default="W",
+                ),
+                "seed": common.SEED_INPUT,
+                "preset": common.combo_input(
+                    list(PRESETS),
+                    "fast: start from the best of 64 random faces, AlexNet LPIPS (good in ~100 steps). paper: the "
+                    "StyleGAN2-ADA projector PTI uses (average face start, VGG LPIPS, 450 steps).",
+                ),
+            }
+        }
+
+    def project(self, generator, image, steps, space, seed, preset):
+        G = generator
+        targets = common.comfy_to_targets(image, G.img_resolution).to(common.generator_device(G))
+        progress = common.NodeProgress()
+        with torch.inference_mode(False), torch.enable_grad():
+            latent = project(
+                G,
+                targets,
+                space=SPACES[space],
+                steps=steps,
+                seed=seed,
+                progress=progress,
+                preset=PRESETS[preset],
+                preview_every=_preview_every(steps),
+            )
+        latent = dataclasses.replace(latent, meta={**latent.meta, "generator_lineage": common.generator_lineage(G)})
+        return (latent, decode_latent(G, latent))
+
+
+class PivotalTune:
+    DESCRIPTION = (
+        "PTI stage 2: fine-tunes a copy of the generator so each pivot latent reproduces its photo exactly, while "
+        "edits keep working. Returns a NEW generator; the input generator is left untouched."
+    )
+    CATEGORY = f"{common.CATEGORY}/inversion"
+    RETURN_TYPES = (common.GENERATOR, "IMAGE")
+    RETURN_NAMES = ("tuned_generator", "reconstruction")
+    OUTPUT_TOOLTIPS = (
+        "The tuned generator: decode the pivot (and its edits) with it.",
+        "The pivots rendered by the tuned generator: should match the photos.",
+    )
+    FUNCTION = "tune"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": common.GENERATOR_INPUT,
+                "image": common.link_input("IMAGE", "The same photo(s) that were projected, in the same order."),
+                "latent": common.link_input(common.LATENT, "The pivots from Project Pivot (PTI), one per image."),
+                "steps": common.int_input(350, 1, 5000, "Tuning steps (PTI: 350); may stop early at the threshold."),
+                "lpips_threshold": common.float_input(
+                    0.06, 0.0, 1.0, 0.005, "Stop once the LPIPS distance to every photo is below this (PTI: 0.06)."
+                ),
+                "locality": common.bool_input(
+                    False,
+                    "Locality regularisation: keeps the rest of latent space unchanged (slower, safer for big edits).",
+                ),
+                "seed": common.SEED_INPUT,
+            }
+        }
+
+    def tune(self, generator, image, latent, steps, lpips_threshold, locality, seed):
+        G = generator
+        targets = common.comfy_to_targets(image, G.img_resolution).to(common.generator_device(G))
+        common.check_latent_fits(latent, G)
+        if len(latent) != targets.shape[0]:
+            raise ValueError(
+                f"got {targets.shape[0]} image(s) but {len(latent)} pivot latent(s): connect the latent that "
+                "Project Pivot made from these same images"
+            )
+        progress = common.NodeProgress()
+        with torch.inference_mode(False), torch.enable_grad():
+            tuned = pivotal_tune(
+                G,
+                targets,
+                latent,
+                steps=steps,
+                lpips_threshold=lpips_threshold,
+                locality=locality,
+                seed=seed,
+                progress=progress,
+                preview_every=_preview_every(steps),
+            )
+        tuned = common.mark_derived(tuned.eval(), G)
+        return (tuned, decode_latent(tuned, latent))
+
+
+NODE_CLASS_MAPPINGS = {
+    "PTI_ProjectPivot": ProjectPivot,
+    "PTI_PivotalTune": PivotalTune,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PTI_ProjectPivot": "Project Pivot (PTI)",
+    "PTI_PivotalTune": "Pivotal Tune (PTI)",
+}

@@ -1,0 +1,199 @@
+"""Model nodes: load a StyleGAN2 generator, sample latents from it, render latents to images."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import folder_paths
+import torch
+
+from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
+from ..pti.project import Latent, synthesize
+from . import common
+
+log = logging.getLogger("pti.nodes")
+
+EMBEDDED_DEFAULT = "(embedded default)"
+_HIDDEN_SUBFOLDERS = ("pti", "directions")  # models/stylegan/pti and /directions hold results and directions
+DECODE_CHUNK = 8
+
+
+def checkpoint_names() -> list[str]:
+    """The COMBO choices: the embedded default model, then every checkpoint under models/stylegan."""
+    names = folder_paths.get_filename_list(common.STYLEGAN_FOLDER)
+    visible = [n for n in names if Path(n).parts[0] not in _HIDDEN_SUBFOLDERS]
+    return [EMBEDDED_DEFAULT, *visible]
+
+
+def resolve_checkpoint(model_name: str) -> Path | None:
+    """File behind a COMBO choice, or None when it does not exist."""
+    if model_name == EMBEDDED_DEFAULT:
+        return DEFAULT_GENERATOR_FILE if DEFAULT_GENERATOR_FILE.is_file() else None
+    path = folder_paths.get_full_path(common.STYLEGAN_FOLDER, model_name)
+    return Path(path) if path else None
+
+
+class _GeneratorCache:
+    """The last few loaded generators, keyed by file signature and device. Entries are shared read-only."""
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, device: torch.device) -> torch.nn.Module:
+        key = (common.file_signature(path), str(device))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        source = None if path == DEFAULT_GENERATOR_FILE else str(path)
+        G = load_generator(source, device=device).eval()
+        common.remember_hash(G, G.source_info["hash"])
+        with self._lock:
+            self._entries[key] = G
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return G
+
+
+_generators = _GeneratorCache()
+
+
+class LoadStyleGAN:
+    DESCRIPTION = (
+        "Loads a StyleGAN2 generator: the small embedded face model, or a checkpoint from models/stylegan "
+        "(NVIDIA .pkl, rosinality .pt/.pth, or this pack's .safetensors; pickles are read without running code)."
+    )
+    CATEGORY = f"{common.CATEGORY}/model"
+    RETURN_TYPES = (common.GENERATOR,)
+    RETURN_NAMES = ("generator",)
+    OUTPUT_TOOLTIPS = ("The generator, on ComfyUI's compute device. Shared: nodes never modify it.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": common.combo_input(
+                    checkpoint_names(),
+                    "Checkpoint file in models/stylegan, or the embedded default face model.",
+                    default=EMBEDDED_DEFAULT,
+                ),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        if resolve_checkpoint(model_name) is not None:
+            return True
+        if model_name == EMBEDDED_DEFAULT:
+            return f"the embedded model {DEFAULT_GENERATOR_FILE} is missing; reinstall the PTI pack"
+        folders = ", ".join(folder_paths.get_folder_paths(common.STYLEGAN_FOLDER))
+        return f"StyleGAN checkpoint '{model_name}' not found in {folders}; put the file there and refresh (R)"
+
+    @classmethod
+    def IS_CHANGED(cls, model_name):
+        path = resolve_checkpoint(model_name)
+        return common.file_signature(path) if path else f"missing:{model_name}"
+
+    def load(self, model_name):
+        path = resolve_checkpoint(model_name)
+        if path is None:
+            raise FileNotFoundError(self.VALIDATE_INPUTS(model_name))
+        G = _generators.get(path, common.compute_device())
+        log.info("StyleGAN generator %s: %d px, %d w layers", model_name, G.img_resolution, G.num_ws)
+        return (G,)
+
+
+class SampleLatent:
+    DESCRIPTION = "Random latent codes from a seed, through the generator's mapping network (pure generation)."
+    CATEGORY = f"{common.CATEGORY}/model"
+    RETURN_TYPES = (common.LATENT,)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("batch_size latent codes (w space), tied to this generator.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": common.GENERATOR_INPUT,
+                "seed": common.SEED_INPUT,
+                "batch_size": common.int_input(1, 1, 64, "How many latents to draw (seeds seed, seed+1, ...)."),
+                "truncation_psi": common.TRUNCATION_INPUT,
+            }
+        }
+
+    def sample(self, generator, seed, batch_size, truncation_psi):
+        G = generator
+        if G.c_dim:
+            raise ValueError(
+                "this generator is class-conditional (c_dim > 0); Sample Latent needs an unconditional one"
+            )
+        z = torch.stack(
+            [torch.randn(G.z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(batch_size)]
+        )
+        with torch.no_grad():
+            ws = G.mapping(z.to(common.generator_device(G)), None, truncation_psi=truncation_psi)
+        meta = {
+            "stage": "sample",
+            "truncation_psi": truncation_psi,
+            "rows": [{"seed": seed + i} for i in range(batch_size)],
+            "generator_lineage": common.generator_lineage(G),
+        }
+        return (Latent(ws.detach().clone(), {}, "w", common.generator_hash(G), meta),)
+
+
+class Decode:
+    DESCRIPTION = "Renders latent codes to images with a generator (the tuned one for PTI results)."
+    CATEGORY = f"{common.CATEGORY}/model"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("One RGB image per latent, [B, H, W, 3] in 0..1.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": common.GENERATOR_INPUT,
+                "latent": common.LATENT_INPUT,
+                "truncation_psi": common.TRUNCATION_INPUT,
+                "noise_mode": common.NOISE_MODE_INPUT,
+            }
+        }
+
+    def decode(self, generator, latent, truncation_psi, noise_mode):
+        return (decode_latent(generator, latent, truncation_psi, noise_mode),)
+
+
+def decode_latent(G: torch.nn.Module, latent: Latent, truncation_psi: float = 1.0, noise_mode: str = "const"):
+    """Render ``latent`` with ``G`` in chunks -> ComfyUI IMAGE. Truncation pulls each w toward ``G``'s w_avg."""
+    common.check_latent_fits(latent, G)
+    device = common.generator_device(G)
+    ws = latent.ws.to(device)
+    if truncation_psi != 1.0:
+        w_avg = G.mapping.w_avg.to(device)
+        ws = w_avg.lerp(ws, truncation_psi)
+    images = []
+    for start in range(0, len(latent), DECODE_CHUNK):
+        common.check_interrupted()
+        chunk = Latent(ws[start : start + DECODE_CHUNK], {}, latent.space, latent.generator_hash, {})
+        images.append(synthesize(G, chunk, noise_mode=noise_mode))
+    return common.generated_to_comfy(torch.cat(images))
+
+
+NODE_CLASS_MAPPINGS = {
+    "PTI_LoadStyleGAN": LoadStyleGAN,
+    "PTI_SampleLatent": SampleLatent,
+    "PTI_Decode": Decode,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PTI_LoadStyleGAN": "Load StyleGAN (PTI)",
+    "PTI_SampleLatent": "Sample Latent (PTI)",
+    "PTI_Decode": "Decode Latent (PTI)",
+}

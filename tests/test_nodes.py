@@ -1,0 +1,461 @@
+"""The PTI nodes driven the way ComfyUI drives them, against the fakes in tests/fake_comfy.
+
+Every node call goes through ``run_node``, which hashes each input before and after (nodes must never modify what
+they are given: ComfyUI shares outputs by reference) and runs under ``torch.inference_mode()`` like ComfyUI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_generator, tensor_digest
+from pack_loader import load_pack, pack_module
+from PIL import Image
+
+pack = load_pack()
+NODES = pack.NODE_CLASS_MAPPINGS
+
+import comfy.model_management  # noqa: E402  (the fakes are importable once the pack is loaded)
+import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
+
+CORE_VALUE_TYPES = {"IMAGE", "STRING", "INT", "FLOAT", "BOOLEAN", "MASK"}
+STEPS = 3
+
+
+def run_node(key: str, **inputs):
+    """Call node ``key`` like ComfyUI (inference mode, fresh instance); assert no input changed."""
+    before = {name: tensor_digest(_hashable(value)) for name, value in inputs.items()}
+    node = NODES[key]()
+    with torch.inference_mode():
+        result = getattr(node, node.FUNCTION)(**inputs)
+    for name, value in inputs.items():
+        assert tensor_digest(_hashable(value)) == before[name], f"{key} modified its input {name!r}"
+    return result
+
+
+def _hashable(value):
+    """Latents and directions are dataclasses: hash their fields."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: getattr(value, name) for name in value.__dataclass_fields__}
+    return value
+
+
+def to_pack_generator(G):
+    """The same weights as an instance of the pack's own Generator class (ComfyUI imports the pack's copy of pti)."""
+    packed = pack_module("pti.networks").Generator(**G.init_kwargs)
+    packed.load_state_dict(G.state_dict())
+    return packed.eval()
+
+
+@pytest.fixture(autouse=True)
+def fresh_progress():
+    comfy.utils.reset()
+    comfy.model_management.interrupt_current_processing(False)
+    yield
+    comfy.utils.reset()
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return to_pack_generator(make_generator(resolution=32))
+
+
+@pytest.fixture(scope="module")
+def other_generator():
+    return to_pack_generator(make_generator(resolution=32, seed=5))
+
+
+@pytest.fixture(scope="module")
+def photo(generator):
+    """A 'photo' the generator can reach: its own image of a random w, larger than the model (48 px), as IMAGE."""
+    with torch.no_grad():
+        ws = generator.mapping(torch.randn(2, generator.z_dim, generator=torch.Generator().manual_seed(3)), None)
+        images = generator.synthesis(ws, noise_mode="const")
+    images = torch.nn.functional.interpolate(images, size=(48, 48), mode="bilinear", align_corners=False)
+    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def projected(generator, photo):
+    """Both photos projected in one call (W+, from the average face, few steps); also the progress it reported."""
+    comfy.utils.reset()
+    latent, reconstruction = run_node(
+        "PTI_ProjectPivot", generator=generator, image=photo, steps=STEPS, space="W+", seed=0, preset="fast"
+    )
+    return latent, reconstruction, list(comfy.utils.UPDATES)
+
+
+@pytest.fixture(scope="module")
+def tuned(generator, photo, projected):
+    """Multi-image pivotal tuning of both photos."""
+    tuned_generator, reconstruction = run_node(
+        "PTI_PivotalTune",
+        generator=generator,
+        image=photo,
+        latent=projected[0],
+        steps=STEPS,
+        lpips_threshold=0.0,
+        locality=False,
+        seed=0,
+    )
+    return tuned_generator, reconstruction
+
+
+def direction(name="test", w_dim=32, layers=None, seed=0):
+    vector = torch.randn(w_dim, generator=torch.Generator().manual_seed(seed))
+    return pack_module("pti.edit").Direction(name, vector / vector.norm(), layers, {})
+
+
+def latent_of(G, rows=1, seed=0):
+    return run_node("PTI_SampleLatent", generator=G, seed=seed, batch_size=rows, truncation_psi=1.0)[0]
+
+
+def comfy_target(image, resolution):
+    """IMAGE -> [-1, 1] targets at the generator resolution, with the pack's own conversion."""
+    return pack_module("nodes.common").comfy_to_targets(image, resolution)
+
+
+# ----------------------------------------------------------------------------------------------- pack contract
+
+
+def test_every_key_is_prefixed_and_every_node_documented():
+    assert NODES, "the pack registered no nodes"
+    for key, cls in NODES.items():
+        assert key.startswith("PTI_"), key
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[key].endswith("(PTI)")
+        assert cls.CATEGORY.split("/")[0] == "PTI"
+        assert len(cls.DESCRIPTION) > 40, key
+        assert callable(getattr(cls, cls.FUNCTION)), key
+        outputs = cls.RETURN_TYPES
+        if outputs:
+            assert len(cls.OUTPUT_TOOLTIPS) == len(outputs) == len(cls.RETURN_NAMES), key
+        else:
+            assert cls.OUTPUT_NODE, f"{key} has no outputs, so it must be an output node"
+        for type_name in outputs:
+            assert type_name in CORE_VALUE_TYPES or type_name.startswith("PTI_"), (key, type_name)
+        for section, inputs in cls.INPUT_TYPES().items():
+            if section == "hidden":
+                continue
+            for name, spec in inputs.items():
+                assert spec[1].get("tooltip"), f"{key}.{name} has no tooltip"
+                type_name = spec[0]
+                assert isinstance(type_name, list) or type_name in CORE_VALUE_TYPES or type_name.startswith("PTI_")
+
+
+def test_model_folders_are_registered():
+    names = folder_paths.folder_names_and_paths
+    stylegan_dirs, extensions = names["stylegan"]
+    assert stylegan_dirs[0] == os.path.join(folder_paths.models_dir, "stylegan")
+    assert {".pkl", ".pt", ".pth", ".safetensors"} <= set(extensions)
+    assert names["stylegan_pti"][0][0] == os.path.join(folder_paths.models_dir, "stylegan", "pti")
+    assert names["stylegan_directions"][0][0] == os.path.join(folder_paths.models_dir, "stylegan", "directions")
+    assert folder_paths.supported_pt_extensions == {
+        ".ckpt",
+        ".pt",
+        ".pt2",
+        ".bin",
+        ".pth",
+        ".safetensors",
+        ".pkl",
+        ".sft",
+    }
+
+
+# Keys registered by ComfyUI's nodes.py (0.3.64), plus the StyleGAN pack that already owns "LoadStyleGAN".
+KNOWN_NODE_KEYS = """
+KSampler CheckpointLoaderSimple CLIPTextEncode CLIPSetLastLayer VAEDecode VAEEncode VAEEncodeForInpaint VAELoader
+EmptyLatentImage LatentUpscale LatentUpscaleBy LatentFromBatch RepeatLatentBatch SaveImage PreviewImage LoadImage
+LoadImageMask LoadImageOutput ImageScale ImageScaleBy ImageInvert ImageBatch ImagePadForOutpaint EmptyImage
+ConditioningAverage ConditioningCombine ConditioningConcat ConditioningSetArea ConditioningSetAreaPercentage
+ConditioningSetAreaStrength ConditioningSetMask KSamplerAdvanced SetLatentNoiseMask LatentComposite LatentBlend
+LatentRotate LatentFlip LatentCrop LoraLoader CLIPLoader UNETLoader DualCLIPLoader CLIPVisionEncode StyleModelApply
+unCLIPConditioning ControlNetApply ControlNetApplyAdvanced ControlNetLoader DiffControlNetLoader StyleModelLoader
+CLIPVisionLoader VAEDecodeTiled VAEEncodeTiled unCLIPCheckpointLoader GLIGENLoader GLIGENTextBoxApply
+InpaintModelConditioning CheckpointLoader DiffusersLoader LoadLatent SaveLatent ConditioningZeroOut
+ConditioningSetTimestepRange LoraLoaderModelOnly LoadStyleGAN
+""".split()
+
+
+def core_node_keys() -> set[str]:
+    """Every node key ComfyUI registers: read from the checkout at COMFYUI_DIR when set, else the list above."""
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    if not comfy_dir:
+        return set(KNOWN_NODE_KEYS)
+    root = Path(comfy_dir)
+    sources = [root / "nodes.py", *sorted(root.glob("comfy_extras/*.py")), *sorted(root.glob("comfy_api_nodes/*.py"))]
+    keys = set(KNOWN_NODE_KEYS)
+    for source in sources:
+        text = source.read_text(errors="replace")
+        for table in re.finditer(r"NODE_CLASS_MAPPINGS\s*=\s*\{(.*?)\n\}", text, re.S):
+            keys.update(re.findall(r'^\s*"([^"]+)"\s*:', table.group(1), re.M))
+        keys.update(re.findall(r'node_id\s*=\s*"([^"]+)"', text))  # nodes written with the V3 schema API
+    assert len(keys) > 300, f"found only {len(keys)} core node keys under {comfy_dir}: is it a ComfyUI checkout?"
+    return keys
+
+
+def test_no_key_collides_with_comfyui_core_nodes():
+    core = core_node_keys()
+    assert not set(NODES) & core
+    assert not any(key.startswith("PTI_") for key in core), "the prefix must stay unique to this pack"
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def test_load_stylegan_lists_loads_and_caches_checkpoints(generator):
+    folder = Path(folder_paths.get_folder_paths("stylegan")[0])
+    (folder / "pti" / "someone").mkdir(parents=True, exist_ok=True)
+    (folder / "pti" / "someone" / "delta.safetensors").write_bytes(b"not listed")
+    path = pack_module("pti.checkpoints").save_generator(generator, folder / "tiny.safetensors")
+    node = NODES["PTI_LoadStyleGAN"]
+    choices = node.INPUT_TYPES()["required"]["model_name"][0]
+    assert "tiny.safetensors" in choices and "(embedded default)" == choices[0]
+    assert not any(c.startswith("pti") for c in choices), "saved results must not be offered as checkpoints"
+
+    (loaded,) = run_node("PTI_LoadStyleGAN", model_name="tiny.safetensors")
+    assert tensor_digest(loaded) == tensor_digest(generator)
+    assert run_node("PTI_LoadStyleGAN", model_name="tiny.safetensors")[0] is loaded, "loaded models are cached"
+
+    signature = node.IS_CHANGED("tiny.safetensors")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert node.IS_CHANGED("tiny.safetensors") != signature
+
+    message = node.VALIDATE_INPUTS("missing.pkl")
+    assert "missing.pkl" in message and "models" in message
+    with pytest.raises(FileNotFoundError, match="missing.pkl"):
+        run_node("PTI_LoadStyleGAN", model_name="missing.pkl")
+
+
+def test_load_stylegan_refuses_a_damaged_file():
+    folder = Path(folder_paths.get_folder_paths("stylegan")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "broken.pkl").write_bytes(b"\x80\x04this is not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pkl"):
+        run_node("PTI_LoadStyleGAN", model_name="broken.pkl")
+
+
+def test_embedded_default_model_loads_when_shipped():
+    default_file = pack_module("pti.checkpoints").DEFAULT_GENERATOR_FILE
+    if not default_file.is_file():
+        assert "reinstall" in NODES["PTI_LoadStyleGAN"].VALIDATE_INPUTS("(embedded default)")
+        pytest.skip(f"the embedded model is not shipped yet ({default_file})")
+    (G,) = run_node("PTI_LoadStyleGAN", model_name="(embedded default)")
+    (image,) = run_node("PTI_Decode", generator=G, latent=latent_of(G), truncation_psi=0.7, noise_mode="const")
+    assert image.shape == (1, G.img_resolution, G.img_resolution, 3)
+
+
+# ------------------------------------------------------------------------------------------ sampling, decoding
+
+
+def test_sample_latent_is_seeded(generator):
+    a = latent_of(generator, rows=3, seed=11)
+    b = latent_of(generator, rows=3, seed=11)
+    c = latent_of(generator, rows=1, seed=12)
+    assert a.ws.shape == (3, generator.num_ws, generator.w_dim)
+    assert torch.equal(a.ws, b.ws)
+    assert torch.allclose(a.ws[1:2], c.ws, atol=1e-6), "row i of a batch is the sample of seed + i"
+    assert not torch.equal(a.ws[0], a.ws[1])
+
+
+def test_decode_renders_images_and_truncates(generator):
+    latent = latent_of(generator, rows=3, seed=1)
+    (images,) = run_node("PTI_Decode", generator=generator, latent=latent, truncation_psi=1.0, noise_mode="const")
+    assert images.shape == (3, 32, 32, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert 0 <= images.min() and images.max() <= 1
+    with torch.no_grad():
+        expected = (generator.synthesis(latent.ws, noise_mode="const").clamp(-1, 1) + 1) / 2
+    assert torch.allclose(images, expected.permute(0, 2, 3, 1), atol=1e-5)
+    (average,) = run_node("PTI_Decode", generator=generator, latent=latent, truncation_psi=0.0, noise_mode="const")
+    assert torch.allclose(average[0], average[2], atol=1e-6), "psi = 0 renders every latent as w_avg"
+    assert not torch.allclose(images[0], images[2], atol=1e-3)
+
+
+def test_decode_refuses_a_latent_of_another_model(generator, other_generator):
+    wrong_shape = latent_of(to_pack_generator(make_generator(resolution=16)))
+    with pytest.raises(ValueError, match="different model"):
+        run_node("PTI_Decode", generator=generator, latent=wrong_shape, truncation_psi=1.0, noise_mode="const")
+    with pytest.raises(ValueError, match="not a tuned version"):
+        run_node(
+            "PTI_Decode", generator=generator, latent=latent_of(other_generator), truncation_psi=1.0, noise_mode="const"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- inversion
+
+
+def test_project_pivot_fits_the_photos(generator, photo, projected):
+    latent, reconstruction, _updates = projected
+    assert latent.ws.shape == (2, generator.num_ws, generator.w_dim) and latent.space == "w+"
+    assert reconstruction.shape == (2, 32, 32, 3)
+    target = comfy_target(photo, 32)
+    fit = ((reconstruction.permute(0, 3, 1, 2) * 2 - 1) - target).square().mean()
+    start = latent_of(generator, rows=8, seed=40)
+    (random_images,) = run_node("PTI_Decode", generator=generator, latent=start, truncation_psi=1.0, noise_mode="const")
+    random_fit = ((random_images.permute(0, 3, 1, 2) * 2 - 1)[:, None] - target[None]).square().mean()
+    assert fit < random_fit, "the pivots must resemble their photos more than random samples do"
+
+
+def test_project_pivot_reports_progress_and_previews(projected):
+    updates = projected[2]
+    assert [u["value"] for u in updates] == list(range(1, 2 * STEPS + 1)), "two images count on one bar"
+    assert {u["total"] for u in updates} == {2 * STEPS}
+    previews = [u["preview"] for u in updates if u["preview"] is not None]
+    assert previews, "no live preview was sent"
+    kind, picture, max_size = previews[-1]
+    assert kind == "JPEG" and isinstance(picture, Image.Image) and max_size == 512
+
+
+def test_cancel_stops_projection_within_one_step(generator, photo):
+    def interrupt_at_third(value, total, preview, prompt_id=None, node_id=None):
+        comfy.utils.recording_hook(value, total, preview, node_id=node_id)
+        if value == 3:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(interrupt_at_third)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_node("PTI_ProjectPivot", generator=generator, image=photo[:1], steps=50, space="W", seed=0, preset="fast")
+    assert [u["value"] for u in comfy.utils.UPDATES] == [1, 2, 3], "work went on after Cancel"
+    assert not comfy.model_management.processing_interrupted(), "the interrupt flag is consumed, as in ComfyUI"
+
+
+def test_cancel_stops_tuning(generator, photo, projected):
+    comfy.model_management.interrupt_current_processing(True)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_node(
+            "PTI_PivotalTune",
+            generator=generator,
+            image=photo,
+            latent=projected[0],
+            steps=50,
+            lpips_threshold=0.0,
+            locality=False,
+            seed=0,
+        )
+    assert comfy.utils.UPDATES == []
+
+
+def test_pivotal_tune_returns_a_new_generator_closer_to_the_photo(generator, photo, projected, tuned):
+    latent, before, _updates = projected
+    tuned_generator, after = tuned
+    assert tuned_generator is not generator
+    assert tensor_digest(tuned_generator) != tensor_digest(generator)
+    target = comfy_target(photo, 32)
+    error_before = ((before.permute(0, 3, 1, 2) * 2 - 1) - target).square().mean()
+    error_after = ((after.permute(0, 3, 1, 2) * 2 - 1) - target).square().mean()
+    assert error_after < error_before
+    # The pivot stays valid for the base generator too (before/after comparisons).
+    (again,) = run_node("PTI_Decode", generator=generator, latent=latent, truncation_psi=1.0, noise_mode="const")
+    assert torch.allclose(again, before, atol=1e-5)
+
+
+def test_pivotal_tune_checks_its_inputs(generator, other_generator, photo, projected):
+    latent = projected[0]
+    arguments = dict(generator=generator, steps=1, lpips_threshold=0.06, locality=False, seed=0)
+    with pytest.raises(ValueError, match="1 image.*2 pivot"):
+        run_node("PTI_PivotalTune", image=photo[:1], latent=latent, **arguments)
+    with pytest.raises(ValueError, match="empty"):
+        run_node("PTI_PivotalTune", image=photo[:0], latent=latent, **arguments)
+    with pytest.raises(ValueError, match="channels"):
+        run_node("PTI_PivotalTune", image=torch.rand(1, 32, 32, 5), latent=latent, **arguments)
+    with pytest.raises(ValueError, match="not a tuned version"):
+        run_node("PTI_PivotalTune", image=photo, latent=latent_of(other_generator, rows=2), **arguments)
+
+
+def test_images_are_prepared_for_the_generator(photo):
+    """RGBA (alpha over white) and grey photos are accepted; any size is centre-cropped and resized."""
+    rgb = comfy_target(photo[:1], 32)
+    opaque = comfy_target(torch.cat([photo[:1], torch.ones(1, 48, 48, 1)], dim=-1), 32)
+    assert torch.allclose(opaque, rgb, atol=1e-6)
+    transparent = comfy_target(torch.cat([photo[:1], torch.zeros(1, 48, 48, 1)], dim=-1), 32)
+    assert torch.allclose(transparent, torch.ones_like(rgb))
+    grey = comfy_target(photo[:1].mean(-1, keepdim=True), 32)
+    assert grey.shape == (1, 3, 32, 32) and torch.equal(grey[:, 0], grey[:, 2])
+    wide = comfy_target(torch.rand(1, 32, 64, 3), 32)
+    assert wide.shape == (1, 3, 32, 32)
+
+
+# ----------------------------------------------------------------------------------------------------- editing
+
+
+def test_apply_edit_single_and_sweep(generator):
+    latent = latent_of(generator, rows=2, seed=3)
+    d = direction()
+    common = dict(latent=latent, direction=d, strengths="-2:2:5", layer_start=-1, layer_end=-1)
+    (single,) = run_node("PTI_ApplyLatentEdit", mode="single", strength=1.5, **common)
+    assert torch.allclose(single.ws - latent.ws, 1.5 * d.vector.expand_as(latent.ws), atol=1e-6)
+    (sweep,) = run_node("PTI_ApplyLatentEdit", mode="sweep", strength=0.0, **common)
+    assert sweep.ws.shape == (10, generator.num_ws, generator.w_dim)
+    strengths = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    for row in range(2):
+        for j, s in enumerate(strengths):
+            edited = sweep.ws[row * 5 + j]
+            assert torch.allclose(edited, latent.ws[row] + s * d.vector, atol=1e-6)
+    recipe = sweep.meta["rows"][8]
+    assert recipe["edits"] == [{"direction": "test", "strength": 1.0, "layers": [0, generator.num_ws]}]
+    assert recipe["seed"] == 4 and recipe["stage"] == "sample", "row 8 comes from the second sample (seed 3 + 1)"
+
+
+def test_apply_edit_layer_range(generator):
+    latent = latent_of(generator, seed=4)
+    d = direction(layers=(2, 4))
+    arguments = dict(latent=latent, direction=d, mode="single", strength=3.0, strengths="")
+    (own,) = run_node("PTI_ApplyLatentEdit", layer_start=-1, layer_end=-1, **arguments)
+    changed = (own.ws - latent.ws).abs().amax(dim=2)[0] > 0
+    assert changed.tolist() == [False, False, True, True, False, False, False, False]
+    (custom,) = run_node("PTI_ApplyLatentEdit", layer_start=5, layer_end=-1, **arguments)
+    changed = (custom.ws - latent.ws).abs().amax(dim=2)[0] > 0
+    assert changed.tolist() == [False] * 5 + [True] * 3, "an explicit start overrides the direction's (2, 4)"
+    (ranged,) = run_node("PTI_ApplyLatentEdit", layer_start=-1, layer_end=3, **arguments)
+    changed = (ranged.ws - latent.ws).abs().amax(dim=2)[0] > 0
+    assert changed.tolist() == [True] * 3 + [False] * 5
+    assert own.space == "w+"
+    node = NODES["PTI_ApplyLatentEdit"]
+    assert "greater" in node.VALIDATE_INPUTS("single", "", 4, 2)
+    assert "start:stop:count" in node.VALIDATE_INPUTS("sweep", "a:b", -1, -1)
+    assert node.VALIDATE_INPUTS("sweep", "-1, 0, 2", -1, -1) is True
+
+
+def test_apply_edit_refuses_a_direction_of_another_size(generator):
+    with pytest.raises(ValueError, match="w_dim"):
+        run_node(
+            "PTI_ApplyLatentEdit",
+            latent=latent_of(generator),
+            direction=direction(w_dim=16),
+            mode="single",
+            strength=1.0,
+            strengths="",
+            layer_start=-1,
+            layer_end=-1,
+        )
+
+
+def test_load_direction_from_files(generator):
+    folder = Path(folder_paths.get_folder_paths("stylegan_directions")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    vector = direction(seed=9).vector
+    np.save(folder / "smile_boundary.npy", vector.numpy()[None])  # InterFaceGAN boundaries are [1, w_dim]
+    node = NODES["PTI_LoadDirection"]
+    assert "smile_boundary.npy" in node.INPUT_TYPES()["required"]["direction"][0]
+    (loaded,) = run_node("PTI_LoadDirection", direction="smile_boundary.npy", entry="")
+    assert torch.allclose(loaded.vector, vector)
+    assert "neither" in node.VALIDATE_INPUTS("nothing.npy")
+    (folder / "evil.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }")
+    with pytest.raises(ValueError):
+        run_node("PTI_LoadDirection", direction="evil.npy", entry="")
+
+
+def test_shipped_directions_when_present():
+    names = NODES["PTI_LoadDirection"].INPUT_TYPES()["required"]["direction"][0]
+    shipped = pack_module("nodes.editing").shipped_direction_names()
+    if not shipped:
+        pytest.skip("the embedded model's directions are not shipped yet")
+    assert set(shipped) <= set(names)
+    (d,) = run_node("PTI_LoadDirection", direction=shipped[0], entry="")
+    assert d.name == shipped[0]
