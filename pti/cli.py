@@ -138,12 +138,87 @@ def _run_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("invert", help="PTI main job: project a photo to a pivot, tune the generator, write results")
+    p.add_argument("photo", help="the photo (PNG/JPEG/WebP); centre-cropped to a square and resized to the model")
+    p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
+    p.add_argument("--checkpoint", default="default", help="generator checkpoint (default: the embedded model)")
+    p.add_argument("--steps-pivot", type=int, help="projection steps (default: the preset's; reference 450)")
+    p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; reference 350)")
+    p.add_argument("--w-plus", action="store_true", help="project into W+ (closer fit, weaker edits) instead of W")
+    p.add_argument("--locality", action="store_true", help="add the locality regulariser while tuning (slower)")
+    p.add_argument("--preset", default="fast", choices=["fast", "reference"], help="fast defaults or the paper's")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to compute")
+    p.add_argument("--seed", type=int, default=0, help="random seed (latent samples, noise)")
+    return p
+
+
+def _pick_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoints import load_generator
+    from .image import load_image
+    from .pipeline import invert, write_inversion
+
+    photo = load_image(args.photo)
+    G = load_generator(args.checkpoint, device=_pick_device(args.device))
+    bars: list[tqdm] = []
+
+    def stage_progress(stage: str, total: int):
+        for bar in bars:
+            bar.close()
+        bar = tqdm(total=total, desc=stage, unit="step", leave=True)
+        bars.append(bar)
+
+        def update(step: int, _total: int, losses: dict[str, float], _preview) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if k != "lr"}, refresh=False)
+
+        return update
+
+    result = invert(
+        G,
+        photo,
+        space="w+" if args.w_plus else "w",
+        steps_pivot=args.steps_pivot,
+        steps_tune=args.steps_tune,
+        locality=args.locality,
+        seed=args.seed,
+        preset=args.preset,
+        stage_progress=stage_progress,
+    )
+    for bar in bars:
+        bar.close()
+    paths = write_inversion(result, G, args.out)
+    m = result.metrics
+    print(
+        f"pivot: LPIPS {m['pivot']['lpips_alex']:.4f}  PSNR {m['pivot']['psnr']:.2f} dB   "
+        f"tuned: LPIPS {m['tuned']['lpips_alex']:.4f}  PSNR {m['tuned']['psnr']:.2f} dB   "
+        f"({m['projection_steps']} + {m['tuning_steps']} steps, "
+        f"{m['projection_seconds'] + m['tuning_seconds']:.1f} s)"
+    )
+    for path in paths.values():
+        print(path)
+    return 0
+
+
 # name -> (add parser, run). Keep alphabetical.
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "align": (_add_align, _run_align),
     "edit": (_add_edit, _run_edit),
     "fetch-weights": (_add_fetch_weights, _run_fetch_weights),
     "info": (_add_info, _run_info),
+    "invert": (_add_invert, _run_invert),
 }
 
 

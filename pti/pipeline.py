@@ -1,0 +1,124 @@
+"""The main job in one call: photo -> pivot -> tuned generator -> files (used by ``python -m pti invert``).
+
+``invert`` runs both PTI stages and measures the result; ``write_inversion`` writes what a user keeps: the target
+at model resolution, G(pivot), G'(pivot), a side-by-side comparison, the pivot latent, the tuned generator as a
+compact delta against the base, and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .delta import save_delta
+from .hashing import state_dict_hash
+from .image import make_comparison, save_image
+from .metrics import summarize
+from .networks import Generator
+from .project import CancelFn, Latent, ProgressFn, as_targets, project, synthesize
+from .tune import pivotal_tune
+
+StageProgress = Callable[[str, int], ProgressFn | None]
+
+
+@dataclass
+class InversionResult:
+    """Everything ``invert`` produced; images are ``[1, 3, R, R]`` in ``[-1, 1]`` on the CPU."""
+
+    target: torch.Tensor
+    pivot: Latent
+    tuned: Generator
+    pivot_image: torch.Tensor
+    tuned_image: torch.Tensor
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def invert(
+    G: Generator,
+    image: Any,
+    space: str = "w",
+    steps_pivot: int | None = None,
+    steps_tune: int | None = None,
+    locality: bool = False,
+    seed: int = 0,
+    preset: str = "fast",
+    stage_progress: StageProgress | None = None,
+    cancel: CancelFn | None = None,
+) -> InversionResult:
+    """Project ``image`` (one photo; see ``project`` for accepted types), tune G around the pivot, measure both.
+
+    ``preset`` (``"fast"`` or ``"reference"``) picks the defaults of both stages; ``steps_*`` override them.
+    ``stage_progress(stage, total_steps)`` may return a progress callback for ``"projection"`` and ``"tuning"``.
+    """
+    device = next(G.parameters()).device
+    target = as_targets(image, G.img_resolution, device)
+    if target.shape[0] != 1:
+        raise ValueError(f"invert takes one photo, got {target.shape[0]}; use project/pivotal_tune for batches")
+    from .project import projection_settings
+    from .tune import tuning_settings
+
+    pivot_steps = projection_settings(preset, steps=steps_pivot).steps
+    tune_steps = tuning_settings(preset, steps=steps_tune).steps
+
+    def callback(stage: str, total: int) -> ProgressFn | None:
+        return stage_progress(stage, total) if stage_progress is not None else None
+
+    started = time.perf_counter()
+    pivot = project(
+        G, target, space=space, steps=steps_pivot, seed=seed, preset=preset,
+        progress=callback("projection", pivot_steps), cancel=cancel,
+    )  # fmt: skip
+    projected = time.perf_counter()
+    tuned = pivotal_tune(
+        G, target, pivot, steps=steps_tune, locality=locality, seed=seed, preset=preset,
+        progress=callback("tuning", tune_steps), cancel=cancel,
+    )  # fmt: skip
+    finished = time.perf_counter()
+
+    pivot_image = synthesize(G, pivot).cpu()
+    tuned_image = synthesize(tuned, pivot).cpu()
+    target = target.cpu()
+    metrics = {
+        "pivot": summarize(pivot_image, target),
+        "tuned": summarize(tuned_image, target),
+        "projection_steps": pivot.meta["steps"],
+        "tuning_steps": tuned.tuning_info["steps"],
+        "projection_seconds": round(projected - started, 3),
+        "tuning_seconds": round(finished - projected, 3),
+        "space": space,
+        "preset": preset,
+        "locality": locality,
+        "seed": seed,
+        "base_hash": state_dict_hash(G),
+    }
+    return InversionResult(target, pivot, tuned, pivot_image, tuned_image, metrics)
+
+
+def write_inversion(result: InversionResult, base: Generator, out_dir: str | Path) -> dict[str, Path]:
+    """Write the result's files into ``out_dir`` (created if needed); returns name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = make_comparison(
+        [result.target, result.pivot_image, result.tuned_image],
+        labels=["input", "pivot", "tuned"],
+        height=max(128, result.target.shape[-1]),
+    )
+    paths = {
+        "input": save_image(result.target, out / "input.png"),
+        "pivot_image": save_image(result.pivot_image, out / "pivot.png"),
+        "tuned_image": save_image(result.tuned_image, out / "tuned.png"),
+        "comparison": save_image(comparison, out / "comparison.png"),
+        "pivot": result.pivot.save(out / "pivot.safetensors"),
+        "delta": save_delta(result.tuned, base, out / "tuned_delta.safetensors", provenance=result.metrics),
+    }
+    metrics = {**result.metrics, "files": {name: path.name for name, path in paths.items()}}
+    metrics["delta_bytes"] = paths["delta"].stat().st_size
+    paths["metrics"] = out / "metrics.json"
+    paths["metrics"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return paths
