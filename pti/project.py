@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .checkpoints import write_safetensors
 from .errors import Cancelled
 from .hashing import state_dict_hash
 from .image import prepare_target, to_unit
@@ -147,8 +147,7 @@ class Latent:
             "generator_hash": self.generator_hash,
             "meta": json.dumps(self.meta),
         }
-        save_file(tensors, str(path), metadata=metadata)
-        return path
+        return write_safetensors(path, tensors, metadata)  # atomic: temporary file, then rename
 
     @classmethod
     def load(cls, path: str | Path) -> Latent:
