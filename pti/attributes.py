@@ -25,7 +25,7 @@ _lock = threading.Lock()
 
 
 class AttributeRegressor(nn.Module):
-    """Strided conv stages -> flattened spatial features -> penultimate features -> sigmoid attributes in [0, 1].
+    """Conv stages that halve the resolution -> flattened spatial map -> penultimate features -> attributes in [0, 1].
 
     The spatial map is flattened rather than pooled so positions (head x/y, yaw) stay readable.
     """
@@ -34,7 +34,7 @@ class AttributeRegressor(nn.Module):
         self,
         num_attributes: int = len(ATTRIBUTE_NAMES),  # Number of regressed attributes.
         resolution: int = 64,  # Input resolution; other sizes are resized to it.
-        widths: tuple[int, ...] = (32, 64, 96, 128),  # Channels of each stride-2 stage.
+        widths: tuple[int, ...] = (24, 48, 96, 128),  # Channels of each stage (stride-2 conv, then a 3x3 conv).
         features: int = 256,  # Size of the penultimate feature vector.
     ):
         super().__init__()
@@ -43,8 +43,8 @@ class AttributeRegressor(nn.Module):
         layers: list[nn.Module] = []
         in_channels = 3
         for width in widths:
-            layers += [nn.Conv2d(in_channels, width, 3, padding=1), nn.SiLU()]
-            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.SiLU()]
             in_channels = width
         self.trunk = nn.Sequential(*layers)
         spatial = resolution // 2 ** len(widths)

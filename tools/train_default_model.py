@@ -149,7 +149,7 @@ def train(args: argparse.Namespace) -> None:
             target = faces.render_from_z(z, args.resolution)
         fake = G(z, noise_mode="const")
         losses = {"l1": F.l1_loss(fake, target), "edge": edge_loss(fake, target)}
-        total = losses["l1"] + args.edge_weight * losses["edge"]
+        total = args.l1_weight * losses["l1"] + args.edge_weight * losses["edge"]
         if lpips_model is not None and iteration % args.lpips_every == 0:
             losses["lpips"] = lpips_model(fake, target).mean()
             total = total + args.lpips_weight * losses["lpips"]
@@ -242,6 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ema-beta", type=float, default=0.998)
+    p.add_argument("--l1-weight", type=float, default=1.0)
     p.add_argument("--edge-weight", type=float, default=1.0)
     p.add_argument("--lpips-weight", type=float, default=1.0)
     p.add_argument("--lpips-every", type=int, default=2, help="apply the LPIPS term on every k-th iteration")

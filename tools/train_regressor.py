@@ -10,6 +10,7 @@ MSE on the recorded attributes for a wall-time budget, reports per-attribute mea
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import math
 import sys
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pti import faces  # noqa: E402
-from pti.attributes import AttributeRegressor, save_regressor  # noqa: E402
+from pti.attributes import AttributeRegressor, load_regressor, save_regressor  # noqa: E402
 
 log = logging.getLogger("train_regressor")
 
@@ -55,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-size", type=int, default=24_000)
     p.add_argument("--val-size", type=int, default=2_000)
     p.add_argument("--minutes", type=float, default=8.0)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--init", help="continue from this regressor file instead of random weights")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     val_images, val_attributes = render_set(args.val_size, VALIDATION_SEED)
     log.info("rendered %d + %d images in %.0f s", len(train_images), len(val_images), time.time() - started)
 
-    model = AttributeRegressor()
+    model = AttributeRegressor() if args.init is None else copy.deepcopy(load_regressor(args.init)).requires_grad_(True)
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     budget = args.minutes * 60.0
     train_started = time.time()
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=step,
         batch=args.batch,
         train_size=args.train_size,
+        continued_from=args.init,
         wall_minutes=round((time.time() - started) / 60, 1),
         val_mae={name: round(v, 4) for name, v in zip(faces.ATTRIBUTE_NAMES, mae.tolist())},
     )
