@@ -65,6 +65,26 @@ def test_edit_writes_one_image_per_strength_and_a_strip(files, tmp_path, monkeyp
     assert strip.width >= 3 * 16 and strip.height >= 16
 
 
+def test_edit_decodes_with_the_tuned_generator(files, tmp_path):
+    from pti.delta import save_delta
+    from pti.networks import clone_generator
+
+    root, G, ws = files
+    tuned = clone_generator(G)
+    with torch.no_grad():
+        tuned.synthesis.b16.torgb.bias.add_(0.5)
+    save_delta(tuned, G, tmp_path / "delta.safetensors")
+    code = main(
+        ["edit", "--latent", str(root / "pivot.safetensors"), "--checkpoint", str(root / "base.safetensors")]
+        + ["--tuned", str(tmp_path / "delta.safetensors"), "--direction", "ganspace:1", "--strength", "0"]
+        + ["--out", str(tmp_path / "out")]
+    )
+    assert code == 0
+    (image,) = [p for p in (tmp_path / "out").glob("ganspace_1_00_*.png")]
+    assert np.abs(_pixels(image) - _rendered(tuned, ws[:1])).max() <= 1
+    assert np.abs(_pixels(image) - _rendered(G, ws[:1])).max() > 10
+
+
 def test_edit_refuses_mismatched_inputs_and_writes_nothing(files, tmp_path, capsys):
     root, G, _ = files
     np.save(tmp_path / "wide.npy", np.ones((1, 512), dtype=np.float32))
