@@ -6,8 +6,10 @@ they are given: ComfyUI shares outputs by reference) and runs under ``torch.infe
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -459,3 +461,90 @@ def test_shipped_directions_when_present():
     assert set(shipped) <= set(names)
     (d,) = run_node("PTI_LoadDirection", direction=shipped[0], entry="")
     assert d.name == shipped[0]
+
+
+# ---------------------------------------------------------------------------------------------------------- io
+
+
+def test_save_and_load_pti_round_trip(generator, other_generator, projected, tuned):
+    latent = projected[0]
+    tuned_generator, reconstruction = tuned
+    save = dict(base_generator=generator, tuned_generator=tuned_generator, latent=latent, name="face one")
+    result = run_node("PTI_SavePTI", destination="models/stylegan/pti", delta="fp16", **save)
+    folder = Path(result["ui"]["text"][0])
+    assert sorted(p.name for p in folder.iterdir()) == ["delta.safetensors", "pivot.safetensors"], "temp files left"
+    run_node("PTI_SavePTI", destination="output/pti", delta="auto", **save)
+    names = NODES["PTI_LoadPTI"].INPUT_TYPES()["required"]["name"][0]
+    assert "face one" in names and "face one [output]" in names
+
+    for name, tolerance in (("face one", 0.01), ("face one [output]", 0.01)):
+        rebuilt, loaded_latent = run_node("PTI_LoadPTI", base_generator=generator, name=name)
+        assert torch.equal(loaded_latent.ws.cpu(), latent.ws.cpu())
+        (images,) = run_node(
+            "PTI_Decode", generator=rebuilt, latent=loaded_latent, truncation_psi=1.0, noise_mode="const"
+        )
+        assert (images - reconstruction).abs().max() < tolerance, f"{name}: the reloaded result renders differently"
+    with pytest.raises(ValueError, match="tuned from base model"):
+        run_node("PTI_LoadPTI", base_generator=other_generator, name="face one")
+    assert "not found" in NODES["PTI_LoadPTI"].VALIDATE_INPUTS("nobody")
+    assert "invalid name" in NODES["PTI_SavePTI"].VALIDATE_INPUTS("../escape")
+    with pytest.raises(ValueError, match="not tuned from"):
+        run_node("PTI_SavePTI", destination="output/pti", delta="fp16", **{**save, "base_generator": other_generator})
+
+
+def test_save_image_recipe_reproduces_the_picture(generator):
+    base = latent_of(generator, rows=1, seed=21)
+    (edited,) = run_node(
+        "PTI_ApplyLatentEdit",
+        latent=base,
+        direction=direction(),
+        mode="sweep",
+        strength=0.0,
+        strengths="-1, 2",
+        layer_start=-1,
+        layer_end=-1,
+    )
+    (images,) = run_node("PTI_Decode", generator=generator, latent=edited, truncation_psi=1.0, noise_mode="const")
+    workflow = {"nodes": [], "links": []}
+    result = run_node(
+        "PTI_SaveImage",
+        images=images,
+        filename_prefix="recipes/test",
+        layout="separate",
+        grid_columns=0,
+        latent=edited,
+        prompt={"1": {"class_type": "PTI_Decode"}},
+        extra_pnginfo={"workflow": workflow},
+    )
+    saved = result["ui"]["images"]
+    assert [s["subfolder"] for s in saved] == ["recipes", "recipes"]
+    second = Path(folder_paths.get_output_directory()) / "recipes" / saved[1]["filename"]
+    with Image.open(second) as picture:
+        assert json.loads(picture.text["workflow"]) == workflow and "prompt" in picture.text
+        pixels = torch.from_numpy(np.asarray(picture.convert("RGB"))).float() / 255
+    assert (pixels - images[1]).abs().max() <= 1 / 255 + 1e-6
+
+    shutil.copy(second, Path(folder_paths.get_input_directory()) / "edited.png")
+    node = NODES["PTI_ReadRecipe"]
+    assert "edited.png" in node.INPUT_TYPES()["required"]["image"][0]
+    latent, recipe = run_node("PTI_ReadRecipe", image="edited.png")
+    assert torch.equal(latent.ws, edited.ws[1:2]), "the recipe stores the exact latent"
+    assert json.loads(recipe)["rows"][0]["edits"][0]["strength"] == 2.0
+    (again,) = run_node("PTI_Decode", generator=generator, latent=latent, truncation_psi=1.0, noise_mode="const")
+    assert torch.allclose(again, images[1:2], atol=1e-6)
+
+    grid = run_node(
+        "PTI_SaveImage", images=images, filename_prefix="grid", layout="grid", grid_columns=0, latent=edited
+    )["ui"]["images"]
+    assert len(grid) == 1
+    grid_path = Path(folder_paths.get_output_directory()) / grid[0]["filename"]
+    with Image.open(grid_path) as picture:
+        assert picture.size == (64, 32)
+    shutil.copy(grid_path, Path(folder_paths.get_input_directory()) / "grid.png")
+    assert torch.equal(run_node("PTI_ReadRecipe", image="grid.png")[0].ws, edited.ws)
+
+    with pytest.raises(ValueError, match="2 image.*1 latent"):
+        run_node("PTI_SaveImage", images=images, filename_prefix="x", layout="separate", grid_columns=0, latent=base)
+    Image.new("RGB", (8, 8)).save(Path(folder_paths.get_input_directory()) / "plain.png")
+    with pytest.raises(ValueError, match="no PTI recipe"):
+        run_node("PTI_ReadRecipe", image="plain.png")

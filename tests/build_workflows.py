@@ -1,0 +1,372 @@
+"""Writes the example workflows in ``workflows/`` (UI format) from the short graph descriptions below.
+
+Run ``python tests/build_workflows.py`` after changing a node's inputs; ``tests/test_workflows.py`` checks the
+files against the nodes either way. Widget values are spelled out here, so a file never depends on defaults that
+may change, and every workflow runs unchanged on a fresh install: the embedded model and the example image that
+ships next to the workflows (copy it into ComfyUI's ``input/`` folder).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_DIR = REPO_ROOT / "workflows"
+EXAMPLE_IMAGE = "pti_example_face.png"
+ALIGN_EXAMPLE_IMAGE = "pti_example_photo.jpg"
+
+# The two core nodes the workflows use, as ComfyUI 0.3.x declares them (nodes.py).
+CORE_NODES = {
+    "LoadImage": {
+        "input": {"required": {"image": ([EXAMPLE_IMAGE, ALIGN_EXAMPLE_IMAGE], {"image_upload": True})}},
+        "output": ["IMAGE", "MASK"],
+        "output_name": ["IMAGE", "MASK"],
+    },
+    "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": [], "output_name": []},
+}
+WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+COLUMN_WIDTH, ROW_HEIGHT, GAP = 360, 90, 40
+IMAGE_PREVIEW_HEIGHT = 260  # nodes that show an image (Load Image, outputs) get room for it
+NOTE_SIZE = (320, 150)
+
+
+def pack_node_specs() -> dict[str, dict]:
+    """``/object_info``-like specs of the pack's nodes (loaded against the test fakes)."""
+    from pack_loader import load_pack
+
+    specs = {}
+    for key, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+        specs[key] = {
+            "input": cls.INPUT_TYPES(),
+            "output": list(cls.RETURN_TYPES),
+            "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+        }
+    return specs
+
+
+def all_node_specs() -> dict[str, dict]:
+    return {**CORE_NODES, **pack_node_specs()}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    column: float
+    row: float
+    widgets: dict = field(default_factory=dict)
+    title: str | None = None
+
+
+@dataclass
+class Graph:
+    specs: dict[str, dict]
+    nodes: list[Node] = field(default_factory=list)
+    links: list[tuple[int, int, str, int, str]] = field(default_factory=list)  # id, src, output, dst, input
+    notes: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def add(self, type_name: str, column: float, row: float, title: str | None = None, **widgets) -> Node:
+        node = Node(len(self.nodes) + len(self.notes) + 1, type_name, column, row, widgets, title)
+        self.nodes.append(node)
+        return node
+
+    def link(self, source: Node, output: str, target: Node, input_name: str) -> None:
+        self.links.append((len(self.links) + 1, source.id, output, target.id, input_name))
+
+    def note(self, text: str, column: float, row: float) -> None:
+        self.notes.append((text, column, row))
+
+    # ---------------------------------------------------------------------------------------------- to JSON
+
+    def _link_inputs(self, node: Node) -> list[tuple[str, str]]:
+        """(name, type) of every input that is a socket, not a widget, in declaration order."""
+        sockets = []
+        for name, spec, _required in input_items(self.specs[node.type]["input"]):
+            kind, options, _choices = spec_kind(spec)
+            if kind not in WIDGET_KINDS or options.get("forceInput"):
+                sockets.append((name, kind))
+        return sockets
+
+    def _widget_values(self, node: Node) -> list:
+        values = []
+        widgets = widgets_of(self.specs[node.type]["input"])
+        unknown = set(node.widgets) - {w.name for w in widgets}
+        if unknown:
+            raise ValueError(f"{node.type} has no widgets {sorted(unknown)}")
+        for widget in widgets:
+            if widget.name in node.widgets:
+                value = node.widgets[widget.name]
+            elif "default" in widget.options:
+                value = widget.options["default"]
+            else:
+                value = widget.choices[0]
+            values.append(value)
+            if widget.extra_values:
+                values.append("image" if widget.options.get("image_upload") else "fixed")
+        return values
+
+    def _order(self) -> dict[int, int]:
+        """Topological execution order (what the editor stores as ``order``)."""
+        incoming = {n.id: {src for _, src, _, dst, _ in self.links if dst == n.id} for n in self.nodes}
+        order, done = {}, set()
+        while len(done) < len(self.nodes):
+            ready = sorted(i for i, deps in incoming.items() if i not in done and deps <= done)
+            if not ready:
+                raise ValueError("the graph has a cycle")
+            for node_id in ready:
+                order[node_id] = len(order)
+                done.add(node_id)
+        return order
+
+    def to_json(self) -> dict:
+        order = self._order()
+        positions = self._layout()
+        links_json, nodes_json = [], []
+        for link_id, src, output, dst, input_name in self.links:
+            source, target = self._node(src), self._node(dst)
+            out_slot = self.specs[source.type]["output_name"].index(output)
+            in_names = [name for name, _ in self._link_inputs(target)]
+            if input_name not in in_names:
+                raise ValueError(f"{target.type} has no input socket {input_name!r}")
+            out_type = self.specs[source.type]["output"][out_slot]
+            links_json.append([link_id, src, out_slot, dst, in_names.index(input_name), out_type])
+        for node in self.nodes:
+            spec = self.specs[node.type]
+            inputs = [
+                {"name": name, "type": kind, "link": self._incoming(node.id, name)}
+                for name, kind in self._link_inputs(node)
+            ]
+            outputs = [
+                {"name": name, "type": kind, "links": self._outgoing(node.id, name), "slot_index": slot}
+                for slot, (name, kind) in enumerate(zip(spec["output_name"], spec["output"]))
+            ]
+            widget_values = self._widget_values(node)
+            entry = {
+                "id": node.id,
+                "type": node.type,
+                "pos": positions[node.id],
+                "size": [320, self._height(node)],
+                "flags": {},
+                "order": order[node.id],
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": outputs,
+                "properties": {"Node name for S&R": node.type},
+                "widgets_values": widget_values,
+            }
+            if node.title:
+                entry["title"] = node.title
+            nodes_json.append(entry)
+        for index, (text, _column, _row) in enumerate(self.notes):
+            nodes_json.append(
+                {
+                    "id": len(self.nodes) + index + 1,
+                    "type": "Note",
+                    "pos": positions[len(self.nodes) + index + 1],
+                    "size": list(NOTE_SIZE),
+                    "flags": {},
+                    "order": len(self.nodes) + index,
+                    "mode": 0,
+                    "inputs": [],
+                    "outputs": [],
+                    "properties": {"text": ""},
+                    "widgets_values": [text],
+                    "color": "#432",
+                    "bgcolor": "#653",
+                }
+            )
+        nodes_json.sort(key=lambda n: n["id"])
+        return {
+            "last_node_id": max(n["id"] for n in nodes_json),
+            "last_link_id": len(links_json),
+            "nodes": nodes_json,
+            "links": links_json,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+            "version": 0.4,
+        }
+
+    def _height(self, node: Node) -> int:
+        spec = self.specs[node.type]
+        slots = max(len(self._link_inputs(node)), len(spec["output"]))
+        shows_image = node.type in ("LoadImage", "PreviewImage", "PTI_SaveImage")
+        return 34 + 22 * slots + 26 * len(self._widget_values(node)) + (IMAGE_PREVIEW_HEIGHT if shows_image else 0)
+
+    def _layout(self) -> dict[int, list[float]]:
+        """Positions: each node at (column, row) of the grid, pushed down below the node above it in its column."""
+        boxes = [(n.id, n.column, n.row, self._height(n)) for n in self.nodes]
+        boxes += [(len(self.nodes) + i + 1, column, row, NOTE_SIZE[1]) for i, (_, column, row) in enumerate(self.notes)]
+        positions, bottoms = {}, {}
+        for node_id, column, row, height in sorted(boxes, key=lambda box: (box[1], box[2])):
+            top = max(row * ROW_HEIGHT, bottoms.get(column, -GAP) + GAP)
+            positions[node_id] = [column * COLUMN_WIDTH, top]
+            bottoms[column] = top + height
+        return positions
+
+    def _node(self, node_id: int) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def _incoming(self, node_id: int, input_name: str) -> int | None:
+        found = [link_id for link_id, _, _, dst, name in self.links if dst == node_id and name == input_name]
+        return found[0] if found else None
+
+    def _outgoing(self, node_id: int, output: str) -> list[int]:
+        return [link_id for link_id, src, out, _, _ in self.links if src == node_id and out == output]
+
+
+# ------------------------------------------------------------------------------------------------ workflows
+
+PHOTO_NOTE = (
+    f"Copy {EXAMPLE_IMAGE} from this pack's workflows/ folder into ComfyUI's input/ folder (or load your own "
+    "photo: a centred face works best). Steps are kept small so the example runs in seconds on a CPU; "
+    "raise them (projection 100-450, tuning 350) for real photos."
+)
+PROJECT_STEPS, TUNE_STEPS = 40, 40
+
+
+def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE", column: int = 1) -> tuple[Node, Node]:
+    """Project the photo and tune the model on it: the (pivot, tuned) nodes shared by the photo workflows."""
+    project = graph.add("PTI_ProjectPivot", column, 0, steps=PROJECT_STEPS, space="W", seed=0, preset="fast")
+    graph.link(model, "generator", project, "generator")
+    graph.link(photo, photo_output, project, "image")
+    tune = graph.add("PTI_PivotalTune", column + 1, 0, steps=TUNE_STEPS, lpips_threshold=0.06, locality=False, seed=0)
+    graph.link(model, "generator", tune, "generator")
+    graph.link(photo, photo_output, tune, "image")
+    graph.link(project, "latent", tune, "latent")
+    return project, tune
+
+
+def _sources(graph: Graph, image_name: str = EXAMPLE_IMAGE) -> tuple[Node, Node]:
+    model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name="(embedded default)")
+    photo = graph.add("LoadImage", 0, 2, image=image_name)
+    return model, photo
+
+
+def invert_and_reconstruct(specs: dict) -> Graph:
+    graph = Graph(specs)
+    model, photo = _sources(graph)
+    project, tune = _invert(graph, model, photo)
+    before = graph.add("PreviewImage", 2, 4, title="Pivot before tuning")
+    graph.link(project, "reconstruction", before, "images")
+    save = graph.add("PTI_SaveImage", 3, 0, filename_prefix="PTI/reconstruction", layout="separate", grid_columns=0)
+    graph.link(tune, "reconstruction", save, "images")
+    graph.link(project, "latent", save, "latent")
+    graph.note(PHOTO_NOTE, 0, 5)
+    return graph
+
+
+def invert_tune_edit_sweep(specs: dict) -> Graph:
+    graph = Graph(specs)
+    model, photo = _sources(graph)
+    project, tune = _invert(graph, model, photo)
+    direction = graph.add("PTI_LoadDirection", 2, 4, direction="smile", entry="")
+    edit = graph.add(
+        "PTI_ApplyLatentEdit", 3, 2, mode="sweep", strength=2.0, strengths="-3:3:5", layer_start=-1, layer_end=-1
+    )
+    graph.link(project, "latent", edit, "latent")
+    graph.link(direction, "direction", edit, "direction")
+    decode = graph.add("PTI_Decode", 4, 0, truncation_psi=1.0, noise_mode="const")
+    graph.link(tune, "tuned_generator", decode, "generator")
+    graph.link(edit, "latent", decode, "latent")
+    save = graph.add("PTI_SaveImage", 5, 0, filename_prefix="PTI/smile_sweep", layout="grid", grid_columns=5)
+    graph.link(decode, "image", save, "images")
+    graph.link(edit, "latent", save, "latent")
+    keep = graph.add("PTI_SavePTI", 3, 5, name="example_face", destination="output/pti")
+    graph.link(model, "generator", keep, "base_generator")
+    graph.link(tune, "tuned_generator", keep, "tuned_generator")
+    graph.link(project, "latent", keep, "latent")
+    graph.note(PHOTO_NOTE, 0, 5)
+    return graph
+
+
+def generate_and_edit(specs: dict) -> Graph:
+    graph = Graph(specs)
+    model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name="(embedded default)")
+    sample = graph.add("PTI_SampleLatent", 1, 0, seed=7, batch_size=2, truncation_psi=0.8)
+    graph.link(model, "generator", sample, "generator")
+    direction = graph.add("PTI_LoadDirection", 1, 3, direction="hair_length", entry="")
+    edit = graph.add(
+        "PTI_ApplyLatentEdit", 2, 0, mode="sweep", strength=2.0, strengths="-2, 0, 2", layer_start=-1, layer_end=-1
+    )
+    graph.link(sample, "latent", edit, "latent")
+    graph.link(direction, "direction", edit, "direction")
+    decode = graph.add("PTI_Decode", 3, 0, truncation_psi=1.0, noise_mode="const")
+    graph.link(model, "generator", decode, "generator")
+    graph.link(edit, "latent", decode, "latent")
+    save = graph.add("PTI_SaveImage", 4, 0, filename_prefix="PTI/generated", layout="grid", grid_columns=3)
+    graph.link(decode, "image", save, "images")
+    graph.link(edit, "latent", save, "latent")
+    graph.note("Pure generation: two faces from seed 7 and 8, each with less and more hair.", 0, 3)
+    return graph
+
+
+# Eileen Collins in the example photo (scikit-image's astronaut, 512 px): eye centres, nose tip, mouth corners.
+EXAMPLE_PHOTO_LANDMARKS = "203,101, 247,104, 225,127, 203.5,140.5, 245,140.5"
+
+
+def align_edit_paste_back(specs: dict) -> Graph:
+    graph = Graph(specs)
+    model, photo = _sources(graph, ALIGN_EXAMPLE_IMAGE)
+    align = graph.add(
+        "PTI_AlignFace", 1, 0, size=1024, detector="auto", fallback="error", landmarks=EXAMPLE_PHOTO_LANDMARKS
+    )
+    graph.link(photo, "IMAGE", align, "image")
+    graph.link(model, "generator", align, "generator")
+    project, tune = _invert(graph, model, align, "aligned", column=2)
+    direction = graph.add("PTI_LoadDirection", 3, 4, direction="smile", entry="")
+    edit = graph.add(
+        "PTI_ApplyLatentEdit", 4, 0, mode="sweep", strength=2.0, strengths="-2:2:3", layer_start=-1, layer_end=-1
+    )
+    graph.link(project, "latent", edit, "latent")
+    graph.link(direction, "direction", edit, "direction")
+    decode = graph.add("PTI_Decode", 5, 0, truncation_psi=1.0, noise_mode="const")
+    graph.link(tune, "tuned_generator", decode, "generator")
+    graph.link(edit, "latent", decode, "latent")
+    paste = graph.add("PTI_PasteBack", 5, 3, feather=0.08)
+    graph.link(photo, "IMAGE", paste, "original")
+    graph.link(decode, "image", paste, "edited")
+    graph.link(align, "alignment", paste, "alignment")
+    save = graph.add("PTI_SaveImage", 6, 0, filename_prefix="PTI/pasted_back", layout="grid", grid_columns=3)
+    graph.link(paste, "image", save, "images")
+    graph.link(edit, "latent", save, "latent")
+    graph.note(
+        f"Copy {ALIGN_EXAMPLE_IMAGE} into ComfyUI's input/ folder. Align Face uses the landmarks typed in for this "
+        "photo; for your own photo clear them to use a detector (dlib or kornia's YuNet, if installed), or set "
+        "fallback to 'center crop'.",
+        0,
+        7,
+    )
+    return graph
+
+
+WORKFLOWS = {
+    "pti_1_invert_and_reconstruct": invert_and_reconstruct,
+    "pti_2_invert_tune_edit_sweep": invert_tune_edit_sweep,
+    "pti_3_generate_and_edit": generate_and_edit,
+    "pti_4_align_edit_paste_back": align_edit_paste_back,
+}
+
+
+def build_all() -> dict[str, dict]:
+    specs = all_node_specs()
+    return {name: make(specs).to_json() for name, make in WORKFLOWS.items()}
+
+
+def main() -> None:
+    WORKFLOW_DIR.mkdir(exist_ok=True)
+    for name, workflow in build_all().items():
+        path = WORKFLOW_DIR / f"{name}.json"
+        path.write_text(json.dumps(workflow, indent=1) + "\n")
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

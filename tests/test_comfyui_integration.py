@@ -1,0 +1,235 @@
+"""End to end: a real ComfyUI server loads the pack and executes every example workflow through its HTTP API.
+
+Runs only when ``COMFYUI_DIR`` points at a ComfyUI checkout whose requirements are installed in the Python that
+runs the tests (or in ``COMFYUI_PYTHON``). The server gets its own input/output/temp/user folders and an in-memory
+database, and loads the pack through ``--extra-model-paths-config`` (``custom_nodes:`` a folder holding a link to
+this repository), so the checkout is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from build_workflows import ALIGN_EXAMPLE_IMAGE, EXAMPLE_IMAGE, WORKFLOW_DIR
+from comfy_workflow import ui_to_api
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_DIR_NAME = "ComfyUI-PTI"
+STARTUP_TIMEOUT_S = 180
+WORKFLOW_TIMEOUT_S = 600
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+
+pytestmark = pytest.mark.skipif(
+    not COMFYUI_DIR,
+    reason="COMFYUI_DIR is not set: point it at a ComfyUI checkout (requirements installed, or COMFYUI_PYTHON set "
+    "to its interpreter) to run the workflows through a real server",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, root: Path, port: int, process: subprocess.Popen, log_path: Path):
+        self.root, self.port, self.process, self.log_path = root, port, process, log_path
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url(path), timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, payload: dict):
+        request = urllib.request.Request(
+            self.url(path), data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"POST {path} failed ({exc.code}): {exc.read().decode()[:4000]}") from None
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfyui")
+    custom_nodes = root / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    for folder in ("input", "output", "temp", "user"):
+        (root / folder).mkdir()
+    for image in (EXAMPLE_IMAGE, ALIGN_EXAMPLE_IMAGE):  # what the README tells users to do
+        if (WORKFLOW_DIR / image).is_file():
+            shutil.copy(WORKFLOW_DIR / image, root / "input" / image)
+    config = root / "extra_model_paths.yaml"
+    config.write_text(f"pti_integration_test:\n    custom_nodes: {custom_nodes}\n")
+    port = _free_port()
+    command = [
+        os.environ.get("COMFYUI_PYTHON", sys.executable),
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-auto-launch",
+        "--extra-model-paths-config",
+        str(config),
+        "--input-directory",
+        str(root / "input"),
+        "--output-directory",
+        str(root / "output"),
+        "--temp-directory",
+        str(root / "temp"),
+        "--user-directory",
+        str(root / "user"),
+        "--database-url",
+        "sqlite:///:memory:",
+    ]
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT)
+    comfy = ComfyServer(root, port, process, log_path)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {process.returncode}:\n{comfy.log_tail()}")
+            try:
+                if any(key.startswith("PTI_") for key in comfy.get("/object_info")):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no PTI nodes in /object_info after {STARTUP_TIMEOUT_S}s:\n{comfy.log_tail()}")
+            time.sleep(1)
+        yield comfy
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def test_server_lists_every_pack_node_from_this_pack(server, object_info):
+    from pack_loader import load_pack
+
+    keys = set(load_pack().NODE_CLASS_MAPPINGS)
+    assert keys <= set(object_info), f"missing from the server: {sorted(keys - set(object_info))}"
+    failures = [
+        line
+        for line in server.log_tail(10**7).splitlines()
+        if PACK_DIR_NAME in line and ("IMPORT FAILED" in line or "Cannot import" in line)
+    ]
+    assert not failures, failures
+    for key in keys:
+        module = object_info[key]["python_module"]
+        assert module.endswith(PACK_DIR_NAME), f"{key} is provided by {module}: a key collision"
+    core = {k for k, v in object_info.items() if not v["python_module"].startswith("custom_nodes")}
+    assert not keys & core
+    assert set(server.get("/workflow_templates").get(PACK_DIR_NAME, [])) >= {
+        p.stem for p in WORKFLOW_DIR.glob("*.json")
+    }, "the workflows must appear in ComfyUI's template browser"
+
+
+def _run(server: ComfyServer, workflow: dict, object_info: dict) -> dict:
+    prompt = ui_to_api(workflow, {key: info["input"] for key, info in object_info.items()})
+    client_id = uuid.uuid4().hex
+    payload = {"prompt": prompt, "client_id": client_id, "extra_data": {"extra_pnginfo": {"workflow": workflow}}}
+    queued = server.post("/prompt", payload)
+    assert not queued.get("node_errors"), queued
+    prompt_id = queued["prompt_id"]
+    deadline = time.monotonic() + WORKFLOW_TIMEOUT_S
+    while time.monotonic() < deadline:
+        history = server.get(f"/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            entry = history[prompt_id]
+            if entry["status"]["status_str"] != "success":
+                messages = json.dumps(entry["status"].get("messages"), indent=1)[-6000:]
+                raise AssertionError(f"workflow failed:\n{messages}\n{server.log_tail()}")
+            return entry
+        time.sleep(0.5)
+    raise AssertionError(f"workflow did not finish in {WORKFLOW_TIMEOUT_S}s:\n{server.log_tail()}")
+
+
+def _saved_pngs(server: ComfyServer, entry: dict, workflow: dict) -> list[Path]:
+    savers = {str(n["id"]) for n in workflow["nodes"] if n["type"] == "PTI_SaveImage"}
+    paths = []
+    for node_id in savers:
+        for item in entry["outputs"][node_id]["images"]:
+            paths.append(server.output_dir / item["subfolder"] / item["filename"])
+    return paths
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOW_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_workflow_runs_in_comfyui(server, object_info, path):
+    workflow = json.loads(path.read_text())
+    started = time.monotonic()
+    entry = _run(server, workflow, object_info)
+    elapsed = time.monotonic() - started
+    pngs = _saved_pngs(server, entry, workflow)
+    assert pngs, "the workflow saved no image"
+    for png in pngs:
+        assert png.is_file(), png
+        with Image.open(png) as picture:
+            pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+            recipe = json.loads(picture.text["pti_recipe"])
+            assert json.loads(picture.text["workflow"])["nodes"], "the workflow is embedded like Save Image does"
+        assert pixels.std() > 0.02, f"{png.name} is blank"
+        assert recipe["rows"] and recipe["generator_hash"]
+    print(f"{path.stem}: {elapsed:.1f}s, saved {[p.name for p in pngs]}")
+    if path.stem in EXTRA_CHECKS:
+        EXTRA_CHECKS[path.stem](pngs)
+
+    if any(n["type"] == "PTI_SavePTI" for n in workflow["nodes"]):
+        saved = server.output_dir / "pti"
+        assert any((folder / "delta.safetensors").is_file() for folder in saved.iterdir())
+
+
+def _check_reconstruction(pngs: list[Path]) -> None:
+    """Workflow 1: the tuned reconstruction matches the photo it inverted (centre square, model resolution)."""
+    (png,) = pngs
+    with Image.open(png) as picture:
+        reconstruction = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+    with Image.open(WORKFLOW_DIR / EXAMPLE_IMAGE) as photo:
+        side = min(photo.size)
+        left, top = (photo.width - side) // 2, (photo.height - side) // 2
+        square = photo.convert("RGB").crop((left, top, left + side, top + side))
+        target = np.asarray(square.resize(reconstruction.shape[:2][::-1], Image.Resampling.BOX), np.float32) / 255
+    error = np.abs(reconstruction - target).mean()
+    print(f"reconstruction mean absolute error: {error:.4f}")
+    assert error < 0.06, f"mean absolute error {error:.3f} between the reconstruction and the photo"
+
+
+EXTRA_CHECKS = {"pti_1_invert_and_reconstruct": _check_reconstruction}
