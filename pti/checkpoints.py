@@ -319,12 +319,14 @@ def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], pat
     if any(name.startswith("synthesis.input.") for name in state):
         raise CheckpointError(f"{path}: this is a StyleGAN3 generator ({found}); only StyleGAN2/2-ADA are supported")
     try:
-        G = Generator(**config)
-    except (TypeError, ValueError) as exc:
+        # Shapes first, on the meta device: nothing is allocated, so a configuration inflated by a hostile or damaged
+        # file (w_dim 10^6, negative or zero sizes) is refused before it could claim any memory.
+        with torch.device("meta"):
+            expected = Generator(**config).state_dict()
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError, OverflowError, KeyError, AttributeError) as exc:
         raise CheckpointError(
             f"{path}: {found} has a generator configuration this project cannot build ({exc}); config: {config}"
         ) from None
-    expected = G.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -343,6 +345,7 @@ def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], pat
         problems.append(f"shape mismatches ({_first(mismatched, sep='; ')})")
     if problems:
         raise CheckpointError(f"{path}: {found} does not match its generator configuration: {'; '.join(problems)}")
+    G = Generator(**config)  # as large as the tensors the file really holds
     G.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return G
 

@@ -586,3 +586,18 @@ def test_delta_files_with_bad_contents_are_refused(tmp_path, G):
         path = write_safetensors(tmp_path / f"{name}.safetensors", content, meta)
         with pytest.raises(CheckpointError, match=message):
             _delta_load(path, other if name == "another base" else G)
+
+
+@pytest.mark.parametrize(
+    "change", [{"w_dim": 10**6, "z_dim": 10**6}, {"w_dim": 0}, {"w_dim": -1}, {"img_resolution": 3}]
+)
+def test_generator_config_in_metadata_is_checked_before_building(tmp_path, G, change):
+    """A damaged or hostile config (found by the fuzzer: w_dim 0 / -1 crashed the constructor) is refused, and an
+    inflated one (10^6-wide layers, terabytes of weights) never gets to allocate anything."""
+    from pti.checkpoints import write_safetensors
+
+    tensors, metadata = read_safetensors(save_generator(G, tmp_path / "g.safetensors"))
+    config = {**json.loads(metadata["config"]), **change}
+    path = write_safetensors(tmp_path / "bad.safetensors", tensors, {**metadata, "config": json.dumps(config)})
+    with bounded_memory(), pytest.raises(CheckpointError, match="cannot build|does not match its generator"):
+        load_generator(path)
