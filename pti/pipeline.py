@@ -21,8 +21,8 @@ from .hashing import state_dict_hash
 from .image import make_comparison, save_image
 from .metrics import summarize
 from .networks import Generator
-from .project import CancelFn, Latent, ProgressFn, as_targets, project, synthesize
-from .tune import pivotal_tune
+from .project import CancelFn, Latent, ProgressFn, as_targets, project, projection_settings, synthesize
+from .tune import pivotal_tune, tuning_settings
 
 StageProgress = Callable[[str, int], ProgressFn | None]
 
@@ -60,9 +60,6 @@ def invert(
     target = as_targets(image, G.img_resolution, device)
     if target.shape[0] != 1:
         raise ValueError(f"invert takes one photo, got {target.shape[0]}; use project/pivotal_tune for batches")
-    from .project import projection_settings
-    from .tune import tuning_settings
-
     pivot_steps = projection_settings(preset, steps=steps_pivot).steps
     tune_steps = tuning_settings(preset, steps=steps_tune).steps
 
