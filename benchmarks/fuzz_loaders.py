@@ -450,7 +450,11 @@ def run_one(target: Target, data: bytes, path: Path, report: Report, out: Path |
         elapsed = time.perf_counter() - start
         report.max_seconds = max(report.max_seconds, elapsed)
         report.total_seconds += elapsed
-        report.hangs += hung or elapsed > hang_seconds
+        if hung or elapsed > hang_seconds:
+            report.hangs += 1
+            if out is not None:  # keep slow inputs too, to reproduce them
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"slow-{target.name}-{hashlib.sha256(data).hexdigest()[:12]}{target.suffix}").write_bytes(data)
 
 
 def fuzz_target(
