@@ -144,7 +144,10 @@ def comfy_to_targets(image: torch.Tensor, resolution: int) -> torch.Tensor:
             f"the IMAGE has {channels} channels in its last axis; expected 3 (RGB), or 1/4 (grey/RGBA, converted). "
             "It may be a mask or a latent: connect an IMAGE output"
         )
-    return prepare_target(image.detach().to("cpu", torch.float32).movedim(-1, 1), resolution)
+    pixels = image.detach().to("cpu", torch.float32)
+    if not torch.isfinite(pixels).all():
+        raise ValueError("the IMAGE contains NaN or infinite values; check the node that produced it")
+    return prepare_target(pixels.movedim(-1, 1), resolution)
 
 
 def generated_to_comfy(images: torch.Tensor) -> torch.Tensor:

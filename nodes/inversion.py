@@ -53,7 +53,7 @@ class ProjectPivot:
             }
         }
 
-    def project(self, generator, image, steps, space, seed, preset):
+    def project(self, generator, image, steps, space, seed, preset="fast"):
         G = generator
         targets = common.comfy_to_targets(image, G.img_resolution).to(common.generator_device(G))
         progress = common.NodeProgress()

@@ -229,7 +229,7 @@ PHOTO_NOTE = (
     "photo: a centred face works best). Steps are kept small so the example runs in seconds on a CPU; "
     "raise them (projection 100-450, tuning 350) for real photos."
 )
-PROJECT_STEPS, TUNE_STEPS = 40, 40
+PROJECT_STEPS, TUNE_STEPS = 30, 30
 
 
 def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE", column: int = 1) -> tuple[Node, Node]:
