@@ -31,6 +31,7 @@ from pti.attributes import (  # noqa: E402
     frechet_distance,
     load_regressor,
     predict_attributes,
+    predict_generated,
     regressor_features,
 )
 from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator  # noqa: E402
@@ -110,9 +111,10 @@ def measure(samples: int, direction_samples: int) -> dict:
     with torch.no_grad():
         ws = G.mapping(faces.sample_z(direction_samples, DIRECTION_SEED), None)
     results["directions"] = {}
+    baseline = predict_generated(G, ws, regressor)
     for name, vector in directions.items():
         index = faces.ATTRIBUTE_NAMES.index(name)
-        delta = direction_effect(G, ws, vector, DIRECTION_STRENGTH, regressor)
+        delta = direction_effect(G, ws, vector, DIRECTION_STRENGTH, regressor, baseline)
         target = delta[:, index]
         others = torch.cat([delta[:, :index], delta[:, index + 1 :]], 1).abs().mean()
         results["directions"][name] = {

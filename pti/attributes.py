@@ -136,23 +136,29 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 
 
 @torch.no_grad()
+def predict_generated(
+    G: nn.Module, ws: torch.Tensor, regressor: AttributeRegressor | None = None, batch: int = 100
+) -> torch.Tensor:
+    """Predicted attributes ``[N, A]`` of ``G.synthesis(ws)`` (constant noise), computed in batches."""
+    regressor = regressor if regressor is not None else load_regressor(device=ws.device)
+    return torch.cat([regressor(G.synthesis(ws[i : i + batch], noise_mode="const")) for i in range(0, len(ws), batch)])
+
+
+@torch.no_grad()
 def direction_effect(
     G: nn.Module,
     ws: torch.Tensor,
     direction: torch.Tensor,
     strength: float,
     regressor: AttributeRegressor | None = None,
-    batch: int = 100,
+    baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Change of every predicted attribute ``[N, A]`` when ``ws [N, num_ws, w_dim]`` move by ``strength · direction``.
 
-    ``direction`` is a ``[w_dim]`` vector applied to every layer; images are synthesised with constant noise.
+    ``direction`` is a ``[w_dim]`` vector applied to every layer; ``baseline`` (the predictions at ``ws``, from
+    :func:`predict_generated`) saves recomputing them when several directions are measured from the same ``ws``.
     """
     regressor = regressor if regressor is not None else load_regressor(device=ws.device)
-    deltas = []
-    for start in range(0, len(ws), batch):
-        w = ws[start : start + batch]
-        before = regressor(G.synthesis(w, noise_mode="const"))
-        after = regressor(G.synthesis(w + strength * direction.to(w), noise_mode="const"))
-        deltas.append(after - before)
-    return torch.cat(deltas).float()
+    if baseline is None:
+        baseline = predict_generated(G, ws, regressor)
+    return (predict_generated(G, ws + strength * direction.to(ws), regressor) - baseline).float()

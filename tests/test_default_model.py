@@ -1,0 +1,113 @@
+"""The shipped default model: generator, attribute regressor and directions load offline and do what they claim.
+
+Thresholds are the benchmark's measured values (benchmarks/bench_default_model.py) with a safety margin.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import pti
+from pti import faces
+from pti.attributes import (
+    DEFAULT_REGRESSOR_PATH,
+    AttributeRegressor,
+    direction_effect,
+    load_regressor,
+    predict_attributes,
+    predict_generated,
+)
+from pti.checkpoints import DEFAULT_GENERATOR_FILE, DEFAULT_MODEL_DIR
+from pti.hashing import state_dict_hash
+from pti.metrics import psnr
+
+DIRECTIONS_FILE = DEFAULT_MODEL_DIR / "directions.safetensors"
+HELDOUT_SEED = 424_242
+MIN_PSNR_DB = 20.0  # measured 21.6 dB mean over 1,000 held-out z (pti/default_model/acceptance.json)
+READABLE = ("skin_tone", "hair_color", "hair_length", "glasses", "yaw", "roll", "head_x", "head_y", "background_hue")
+# Directions the shipped model passes the acceptance check on robustly. Not here: smile (the 64 px model trained on
+# this CPU budget renders the mouth as a blur) and yaw (95% right on the benchmark's 200 samples, 80% on these 64,
+# side effects 0.36 of the target change); see pti/default_model/acceptance.json.
+EDITED = ("hair_color", "glasses", "skin_tone", "head_x", "background_brightness")
+
+
+@pytest.fixture(scope="module")
+def G():
+    return pti.load_generator()
+
+
+@pytest.fixture(scope="module")
+def regressor():
+    return load_regressor()
+
+
+def test_shipped_files_are_small_and_the_generator_loads_offline_deterministically(G):
+    assert DEFAULT_GENERATOR_FILE.stat().st_size < 30 * 2**20
+    assert DEFAULT_REGRESSOR_PATH.stat().st_size < 5 * 2**20
+    assert G.z_dim == faces.NUM_PARAMETERS and G.img_resolution == 64
+    z = faces.sample_z(4, seed=7)
+    with torch.no_grad():
+        a, b = G(z, noise_mode="const"), G(z, noise_mode="const")
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        w_mean = G.mapping(faces.sample_z(4000, seed=1), None)[:, 0].mean(0)
+    spread = G.mapping(faces.sample_z(64, seed=2), None)[:, 0].sub(w_mean).norm(dim=1).mean()
+    assert (G.mapping.w_avg - w_mean).norm() < 0.1 * spread  # w_avg really is the mean of W
+
+
+def test_generator_reproduces_the_renderer_on_held_out_z(G):
+    z = faces.sample_z(48, seed=HELDOUT_SEED)
+    with torch.no_grad():
+        fake = G(z, noise_mode="const").clamp(-1, 1)
+    real = faces.render_from_z(z)
+    assert psnr(fake, real).mean() > MIN_PSNR_DB
+    shuffled = psnr(fake, real.roll(1, 0)).mean()  # a different face is much further away
+    assert psnr(fake, real).mean() > shuffled + 3
+
+
+def test_regressor_reads_attributes_of_held_out_renders(regressor):
+    images, attributes = faces.sample(200, seed=HELDOUT_SEED)
+    error = (predict_attributes(images, regressor) - attributes).abs().mean(0)
+    assert error.mean() < 0.11  # measured 0.092 on 800 held-out renders
+    chance = (attributes - attributes.roll(1, 0)).abs().mean(0)  # error of guessing another face's attributes
+    # Small-detail attributes (jaw, mouth width, iris colour, eye openness) are still near chance after the
+    # CPU-budget training; these are the ones it reads reliably.
+    for name in READABLE:
+        index = faces.ATTRIBUTE_NAMES.index(name)
+        assert error[index] < 0.12 and error[index] < 0.5 * chance[index], name
+
+
+def test_directions_belong_to_the_shipped_generator_and_move_their_attribute(G, regressor):
+    with safe_open(str(DIRECTIONS_FILE), framework="pt") as f:
+        metadata = f.metadata()
+        directions = {name: f.get_tensor(name) for name in f.keys()}
+    assert metadata["format"] == "pti-directions"
+    assert metadata["generator_hash"] == state_dict_hash(G)
+    assert set(json.loads(metadata["attributes"])) == set(faces.ATTRIBUTE_NAMES) == set(directions)
+    with torch.no_grad():
+        ws = G.mapping(faces.sample_z(64, seed=HELDOUT_SEED + 1), None)
+    baseline = predict_generated(G, ws, regressor)
+    for name in EDITED:
+        vector = directions[name]
+        assert vector.shape == (G.w_dim,) and abs(vector.norm().item() - 1) < 1e-4
+        index = faces.ATTRIBUTE_NAMES.index(name)
+        delta = direction_effect(G, ws, vector, 2.0, regressor, baseline)
+        assert (delta[:, index] > 0).float().mean() >= 0.85, name
+        others = torch.cat([delta[:, :index], delta[:, index + 1 :]], 1).abs().mean()
+        assert others < 0.5 * delta[:, index].mean(), name
+
+
+def test_regressor_refuses_files_that_are_not_regressors(tmp_path):
+    wrong = tmp_path / "generator_like.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(wrong), metadata={"format": "pti-generator"})
+    with pytest.raises(ValueError, match="not an attribute regressor"):
+        load_regressor(wrong)
+    with pytest.raises(FileNotFoundError, match="train_regressor"):
+        load_regressor(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        AttributeRegressor()(torch.zeros(2, 64, 64))
