@@ -190,7 +190,7 @@ class Graph:
             "links": links_json,
             "groups": [],
             "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+            "extra": {"ds": {"scale": 0.7, "offset": [40, 40]}},
             "version": 0.4,
         }
 
@@ -226,8 +226,8 @@ class Graph:
 
 PHOTO_NOTE = (
     f"Copy {EXAMPLE_IMAGE} from this pack's workflows/ folder into ComfyUI's input/ folder (or load your own "
-    "photo: a centred face works best). Steps are kept small so the example runs in seconds on a CPU; "
-    "raise them (projection 100-450, tuning 350) for real photos."
+    "photo: a centred face works best). Steps are kept small so the example runs in about a minute on a "
+    "2-core CPU; raise them (projection 100-450, tuning 150-350) for real photos."
 )
 PROJECT_STEPS, TUNE_STEPS = 30, 30
 

@@ -234,7 +234,8 @@ def _check_reconstruction(server: ComfyServer, entry: dict, workflow: dict, pngs
     (tuned_png,) = pngs
     (preview_id,) = [str(n["id"]) for n in workflow["nodes"] if n["type"] == "PreviewImage"]
     (preview,) = entry["outputs"][preview_id]["images"]
-    pivot_png = server.root / preview["type"] / preview["subfolder"] / preview["filename"]
+    # ComfyUI puts temp files in <--temp-directory>/temp.
+    pivot_png = server.root / "temp" / "temp" / preview["subfolder"] / preview["filename"]
     tuned_error, pivot_error = _mean_error_to_photo(tuned_png), _mean_error_to_photo(pivot_png)
     print(f"mean absolute error to the photo: pivot {pivot_error:.4f}, after tuning {tuned_error:.4f}")
     assert tuned_error < 0.7 * pivot_error and tuned_error < 0.15
