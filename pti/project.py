@@ -178,6 +178,10 @@ class Latent:
             meta = json.loads(metadata.get("meta", "{}"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} has malformed metadata ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path} has malformed metadata: 'meta' must be a JSON object, got {type(meta).__name__}")
+        if not torch.isfinite(tensors["ws"]).all():
+            raise ValueError(f"{path} holds NaN or infinite latent values")
         return cls(tensors["ws"], noises, metadata.get("space", ""), metadata.get("generator_hash", ""), meta)
 
 
@@ -269,6 +273,13 @@ def as_targets(images: Any, resolution: int, device: torch.device | str) -> torc
         if not images:
             raise ValueError("no images given")
         return torch.cat([as_targets(img, resolution, device) for img in images])
+    batch = _as_target_batch(images, resolution, device)
+    if not torch.isfinite(batch).all():
+        raise ValueError("the image contains NaN or infinite values; fix the image that feeds the inversion")
+    return batch
+
+
+def _as_target_batch(images: Any, resolution: int, device: torch.device | str) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         batch = images.detach().float()
         batch = batch.unsqueeze(0) if batch.ndim == 3 else batch

@@ -176,11 +176,6 @@ def test_nan_and_inf_pixels_are_refused_by_the_nodes(value):
         pack_module("nodes.common").comfy_to_targets(photo, 32)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pti/project.py as_targets passes NaN/Inf pixels on (clamp keeps NaN): project() outside ComfyUI "
-    "optimises towards NaN and returns a NaN latent without an error",
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nan_and_inf_pixels_are_refused_by_the_core(value):
     from pti.project import as_targets
