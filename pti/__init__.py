@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_generator": "checkpoints",
     "save_generator": "checkpoints",
     "Cancelled": "errors",
+    "OutOfMemory": "errors",
     "Latent": "project",
     "project": "project",
     "pivotal_tune": "tune",

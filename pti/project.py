@@ -33,7 +33,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from .checkpoints import write_safetensors
-from .errors import Cancelled
+from .errors import Cancelled, explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import prepare_target, to_unit
 from .networks import Generator, clone_generator
@@ -353,7 +353,9 @@ def project(
     settings = projection_settings(preset, steps=steps, **options)
     from .perceptual import load_lpips
 
-    with torch.inference_mode(False), torch.enable_grad():
+    advice = "lower lpips_resolution or project fewer images at once"
+    out_of_memory = explain_out_of_memory("projection", G.img_resolution, advice)
+    with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
         G_used = autograd_ready(G)
         device = _device_of(G_used)
         targets = as_targets(images, G.img_resolution, device)

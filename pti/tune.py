@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import to_unit
 from .networks import Generator, clone_generator
@@ -154,7 +155,9 @@ def pivotal_tune(
     pivots.check_compatible(G)
     from .perceptual import load_lpips
 
-    with torch.inference_mode(False), torch.enable_grad():
+    advice = "tune fewer images per run, or use the fast preset (rank-4 updates need far less optimiser memory)"
+    out_of_memory = explain_out_of_memory("tuning", G.img_resolution, advice)
+    with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
         base = autograd_ready(G)
         device = next(base.parameters()).device
         targets = as_targets(images, G.img_resolution, device)

@@ -124,3 +124,18 @@ def test_latent_load_refuses_other_files(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(ValueError):
         Latent.load(tmp_path / "junk.safetensors")
+
+
+def test_out_of_memory_becomes_a_message_naming_the_setting_to_lower(monkeypatch):
+    """An accelerator OOM inside projection surfaces as pti.OutOfMemory with advice, not a raw CUDA error."""
+    import pti.project as project_module
+    from pti.errors import OutOfMemory
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(project_module, "_sample_w", exhausted)
+    G = make_generator()
+    with pytest.raises(OutOfMemory, match=r"during projection at 32px: lower lpips_resolution") as info:
+        project_module.project(G, torch.zeros(1, 3, 32, 32), steps=1)
+    assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
