@@ -10,6 +10,7 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import folder_paths
@@ -62,14 +63,20 @@ def resolve_result(name: str) -> Path:
     return _models_pti_dir() / name
 
 
-def _replace_atomically(write, final_path: Path) -> None:
-    """Write through ``write(temp_path)`` beside ``final_path``, then rename: readers never see a partial file."""
-    temp_path = final_path.with_name(f".{final_path.stem}.{uuid.uuid4().hex[:8]}.tmp{final_path.suffix}")
+def _replace_atomically(writers: dict[Path, Callable[[Path], object]]) -> None:
+    """Write every file through ``write(temp_path)`` beside its final path, and rename only once all succeeded.
+
+    Readers never see a partial file, and a failure leaves the previous set (e.g. pivot + delta) untouched.
+    """
+    temps = {final: final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}") for final in writers}
     try:
-        write(temp_path)
-        os.replace(temp_path, final_path)
+        for final, write in writers.items():
+            write(temps[final])
+        for final, temp in temps.items():
+            os.replace(temp, final)
     finally:
-        temp_path.unlink(missing_ok=True)
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def _json_safe(value):
@@ -126,11 +133,14 @@ class SavePTI:
         root = _models_pti_dir() if destination == DESTINATIONS[0] else _output_pti_dir()
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(lambda path: latent.save(path), folder / PIVOT_FILE)
         provenance = _json_safe({"tuning": getattr(tuned_generator, "tuning_info", {}), "name": name})
         _replace_atomically(
-            lambda path: save_delta(tuned_generator, base_generator, path, mode=delta, provenance=provenance),
-            folder / DELTA_FILE,
+            {
+                folder / PIVOT_FILE: latent.save,
+                folder / DELTA_FILE: lambda path: save_delta(
+                    tuned_generator, base_generator, path, mode=delta, provenance=provenance
+                ),
+            }
         )
         log.info("saved PTI result to %s", folder)
         return {"ui": {"text": [str(folder)]}}
@@ -297,7 +307,14 @@ class SaveImage:
             if latent is not None:  # uncompressed tEXt: Pillow caps compressed text chunks at 1 MB when reading
                 metadata.add_text(RECIPE_KEY, encode_recipe(latent, indices))
             file = f"{filename}_{counter + offset:05}_.png"
-            Image.fromarray(pixels).save(os.path.join(folder, file), pnginfo=metadata, compress_level=4)
+            png = Image.fromarray(pixels)
+            _replace_atomically(
+                {
+                    Path(folder) / file: lambda path, png=png, metadata=metadata: png.save(
+                        path, format="PNG", pnginfo=metadata, compress_level=4
+                    )
+                }
+            )
             results.append({"filename": file, "subfolder": subfolder, "type": "output"})
         return {"ui": {"images": results}}
 

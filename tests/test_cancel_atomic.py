@@ -152,11 +152,6 @@ def _pack():
     return load_pack().NODE_CLASS_MAPPINGS, pack_module
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="nodes/io.py SavePTI renames pivot.safetensors before the delta is written: a failure in save_delta "
-    "leaves the NEW pivot beside the OLD delta (write both temporary files first, then rename both)",
-)
 def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     nodes, pack_module = _pack()
     common, io_nodes = pack_module("nodes.common"), pack_module("nodes.io")
@@ -183,11 +178,6 @@ def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     assert {p.name: p.read_bytes() for p in (tmp_path / "result").iterdir()} == before
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="nodes/io.py SaveImage writes the PNG straight to its final name (as ComfyUI's own Save Image does); a "
-    "crash mid-write leaves a truncated PNG (write to a temporary name in the folder, then os.replace)",
-)
 def test_failed_save_image_leaves_no_partial_png(monkeypatch):
     nodes, _ = _pack()
     import folder_paths
