@@ -235,15 +235,24 @@ PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
 }
 
 
-def projection_settings(preset: str = "fast", **overrides: Any) -> ProjectionSettings:
-    """The settings of a preset with some fields replaced; unknown names raise a ValueError listing valid ones."""
-    if preset not in PROJECTION_PRESETS:
-        raise ValueError(f"unknown projection preset {preset!r}; choose one of {sorted(PROJECTION_PRESETS)}")
-    valid = {f.name for f in dataclasses.fields(ProjectionSettings)}
+def settings_from_preset(what: str, presets: dict[str, Any], preset: str, overrides: dict[str, Any]) -> Any:
+    """Preset ``preset`` of ``presets`` with the non-``None`` ``overrides`` replaced; unknown names raise ValueError.
+
+    ``what`` names the stage in messages ("projection", "tuning").
+    """
+    if preset not in presets:
+        raise ValueError(f"unknown {what} preset {preset!r}; choose one of {sorted(presets)}")
+    base = presets[preset]
+    valid = {f.name for f in dataclasses.fields(base)}
     unknown = set(overrides) - valid
     if unknown:
-        raise ValueError(f"unknown projection option(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    return dataclasses.replace(PROJECTION_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def projection_settings(preset: str = "fast", **overrides: Any) -> ProjectionSettings:
+    """The settings of a preset with some fields replaced; unknown names raise a ValueError listing valid ones."""
+    return settings_from_preset("projection", PROJECTION_PRESETS, preset, overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -36,7 +36,15 @@ from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import to_unit
 from .networks import Generator, clone_generator
-from .project import CancelFn, Latent, ProgressFn, as_targets, autograd_ready, check_cancel
+from .project import (
+    CancelFn,
+    Latent,
+    ProgressFn,
+    as_targets,
+    autograd_ready,
+    check_cancel,
+    settings_from_preset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +89,7 @@ TUNING_PRESETS: dict[str, TuningSettings] = {
 
 def tuning_settings(preset: str = "fast", **overrides: Any) -> TuningSettings:
     """The settings of a preset with some fields replaced (``None`` keeps the preset's value)."""
-    if preset not in TUNING_PRESETS:
-        raise ValueError(f"unknown tuning preset {preset!r}; choose one of {sorted(TUNING_PRESETS)}")
-    valid = {f.name for f in dataclasses.fields(TuningSettings)}
-    unknown = set(overrides) - valid
-    if unknown:
-        raise ValueError(f"unknown tuning option(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    return dataclasses.replace(TUNING_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return settings_from_preset("tuning", TUNING_PRESETS, preset, overrides)
 
 
 class _TunableSynthesis(torch.nn.Module):
