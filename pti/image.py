@@ -15,6 +15,7 @@ How a photo becomes a target (``prepare_target``), stated once here because ever
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +55,29 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _to_nchw_unit(image: ImageLike) -> torch.Tensor:
-    """Any supported image value -> ``[N, C, H, W]`` float32 in 0..1 with C in 1..4 (alpha still present)."""
+def _to_nchw(image: ImageLike) -> tuple[torch.Tensor, float]:
+    """Any supported image value -> ``([N, C, H, W]`` in its own dtype, the value of full intensity``)``.
+
+    C is 1..4 (alpha still present). Integer pixels are not converted here, and numpy arrays are wrapped rather than
+    copied, so a huge 8-bit photo can be cropped and shrunk before any full-size float copy exists.
+    """
     if isinstance(image, Image.Image):
-        return _pil_to_tensor(image).unsqueeze(0)
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):
+            return _pil_to_tensor(image).unsqueeze(0), 1.0  # palette, 16-bit, CMYK...: PIL converts them
+        image = np.array(image)  # 8-bit pixels, alpha composited later like any RGBA array
     if isinstance(image, np.ndarray):
         is_integer = np.issubdtype(image.dtype, np.integer)
         scale = float(np.iinfo(image.dtype).max) if is_integer else 1.0
-        tensor = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / scale)
+        array = np.ascontiguousarray(image)
+        if array.dtype not in (np.uint8, np.int16, np.int32, np.int64, np.float32, np.float64):
+            array = array.astype(np.float32)  # uint16/uint32 etc. have no torch counterpart to wrap
+        with warnings.catch_warnings():  # a read-only array is fine: its pixels are only ever read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(array)
         channels_last = True  # numpy images are conventionally [H, W, C]
     elif isinstance(image, torch.Tensor):
         tensor = image.detach().to("cpu")
-        tensor = tensor.float() if tensor.is_floating_point() else tensor.float() / 255.0  # integer images are 8-bit
+        scale = 1.0 if tensor.is_floating_point() else 255.0  # integer images are 8-bit
         channels_last = False  # torch images are conventionally [C, H, W]
     else:
         raise TypeError(f"expected a torch tensor, numpy array or PIL image, got {type(image).__name__}")
@@ -82,7 +94,31 @@ def _to_nchw_unit(image: ImageLike) -> torch.Tensor:
     elif tensor.ndim != 4 or tensor.shape[1] not in _CHANNEL_COUNTS:
         shape = list(tensor.shape)
         raise ValueError(f"expected an image [C, H, W], [H, W, C], [H, W] or a batch [N, C, H, W]; got {shape}")
-    return tensor
+    return tensor, scale
+
+
+def _unit_rgb(pixels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Raw ``[N, C, h, w]`` pixels -> ``[N, 3, h, w]`` float32 in 0..1 with alpha composited over white."""
+    unit = pixels.float() if scale == 1.0 else pixels.float() / scale
+    return _flatten_channels(unit)
+
+
+def _area_shrink(square: torch.Tensor, scale: float, resolution: int) -> torch.Tensor:
+    """Area-average raw square pixels ``[N, C, S, S]`` down to ``[N, 3, R, R]`` float 0..1, one band of rows at a
+    time: the same result as ``F.interpolate(mode="area")`` on the whole float image (area windows are rectangles,
+    so averaging rows first and columns second is exact) without ever holding a full-size float copy. The band and
+    the row means live in buffers allocated once, so the loop cannot fragment the heap into a full-size footprint."""
+    count, channels, side = square.shape[0], square.shape[1], square.shape[-1]
+    row_means = torch.empty([resolution, count, 3, side])
+    band = torch.empty([count, channels, side // resolution + 2, side])
+    for i in range(resolution):
+        top, bottom = (i * side) // resolution, -(-((i + 1) * side) // resolution)
+        rows = band[:, :, : bottom - top]
+        rows.copy_(square[:, :, top:bottom])
+        if scale != 1.0:
+            rows.div_(scale)
+        torch.mean(_flatten_channels(rows), dim=2, out=row_means[i])
+    return F.adaptive_avg_pool2d(row_means.permute(1, 2, 0, 3), (resolution, resolution))
 
 
 def _flatten_channels(nchw: torch.Tensor) -> torch.Tensor:
@@ -104,7 +140,7 @@ def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
     """
     if resolution < 4:
         raise ValueError(f"resolution must be at least 4, got {resolution}")
-    nchw = _flatten_channels(_to_nchw_unit(image))
+    nchw, scale = _to_nchw(image)
     height, width = nchw.shape[-2:]
     if min(height, width) < 1:
         raise ValueError(f"the image is empty ({height}x{width})")
@@ -112,9 +148,11 @@ def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
     top, left = (height - side) // 2, (width - side) // 2
     square = nchw[..., top : top + side, left : left + side]
     if side > resolution:
-        square = F.interpolate(square, size=(resolution, resolution), mode="area")
-    elif side < resolution:
-        square = F.interpolate(square, size=(resolution, resolution), mode="bicubic", antialias=True)
+        square = _area_shrink(square, scale, resolution)
+    else:
+        square = _unit_rgb(square, scale)
+        if side < resolution:
+            square = F.interpolate(square, size=(resolution, resolution), mode="bicubic", antialias=True)
     return (square.clamp(0, 1) * 2 - 1).contiguous()
 
 
