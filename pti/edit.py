@@ -120,26 +120,12 @@ class Direction:
 # ---------------------------------------------------------------------------------------------------- files
 
 
-def _materialise(obj: Any) -> Any:
-    """Replace the unpickler's tensor references with real tensors in nested dicts/lists."""
-    from .safe_pickle import TensorRef
-
-    if isinstance(obj, TensorRef):
-        return obj.load()
-    if isinstance(obj, dict):
-        return {k: _materialise(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialise(v) for v in obj)
-    return obj
-
-
 def read_torch_file(path: str | Path) -> Any:
     """The object in a ``torch.save`` file, read by the restricted unpickler (no code runs), tensors loaded."""
-    from .safe_pickle import PickleError, TorchArchive
+    from .safe_pickle import PickleError, load_torch_file
 
     try:
-        with TorchArchive(path) as archive:
-            return _materialise(archive.load())
+        return load_torch_file(path)
     except PickleError as exc:
         raise DirectionError(f"{path}: cannot read this torch file safely ({exc})") from exc
     except RecursionError:

