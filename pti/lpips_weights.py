@@ -236,7 +236,7 @@ def check_lpips_heads(params: dict, net: str) -> float:
     import lpips
 
     package_heads = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    reference = torch.load(package_heads, map_location="cpu", weights_only=True)
+    reference = load_torch_file(package_heads)
     worst = 0.0
     for i in range(5):
         ours = _conv_to_torch(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"])
