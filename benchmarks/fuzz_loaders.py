@@ -138,6 +138,7 @@ def nvidia_modules(run_module_src: bool = False) -> Iterator[types.SimpleNamespa
         state["_modules"] = {name: persistent(child, module_src) for name, child in module._modules.items()}
         state["_init_args"] = ()
         state["_init_kwargs"] = easy(init_kwargs or {})
+        state["gain_as_numpy"] = np.float64(0.5)  # NVIDIA modules carry numpy scalars (np.sqrt gains)
         meta = dict(type="class", version=6, module_src=module_src, class_name=type(module).__name__, state=state)
 
         class Persistent:
@@ -156,14 +157,22 @@ def nvidia_modules(run_module_src: bool = False) -> Iterator[types.SimpleNamespa
                 sys.modules[name] = module
 
 
-def nvidia_pickle_bytes(G: Generator, module_src: str = "class Generator: pass\n", protocol: int = 4) -> bytes:
-    """A stylegan2-ada-pytorch network snapshot of ``G`` (G, D, G_ema), as ``pickle.dumps`` of its dict."""
+def nvidia_pickle_bytes(
+    G: Generator,
+    module_src: str = "class Generator: pass\n",
+    protocol: int = 4,
+    ema_init_kwargs: dict | None = None,
+) -> bytes:
+    """A stylegan2-ada-pytorch network snapshot of ``G`` (G, D, G_ema), as ``pickle.dumps`` of its dict.
+
+    ``ema_init_kwargs`` replaces the constructor arguments recorded for ``G_ema`` (to write inconsistent files).
+    """
     with nvidia_modules() as nv:
         snapshot = {
-            "training_set_kwargs": nv.EasyDict(path="faces.zip", resolution=G.img_resolution),
+            "training_set_kwargs": nv.EasyDict(path="faces.zip", resolution=G.img_resolution, use_labels=False),
             "G": nv.persistent(G, module_src, G.init_kwargs),
             "D": nv.persistent(torch.nn.Linear(3, 1), module_src, {"c_dim": 0}),
-            "G_ema": nv.persistent(G, module_src, G.init_kwargs),
+            "G_ema": nv.persistent(G, module_src, ema_init_kwargs or G.init_kwargs),
             "augment_pipe": None,
         }
         return pickle.dumps(snapshot, protocol=protocol)

@@ -441,15 +441,20 @@ def _warp(image: torch.Tensor, out_to_in: np.ndarray, out_h: int, out_w: int, pa
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
-def crop_with_alignment(image: torch.Tensor, alignment: Alignment) -> torch.Tensor:
-    """Warp ``image`` ([3,H,W] 0..1) into the aligned crop ([3,S,S]); outside the photo is mirrored."""
-    image = _as_rgb_chw(image)
+def _check_source_size(image: torch.Tensor, alignment: Alignment, what: str) -> None:
+    """Refuse an image ``[C, H, W]`` whose size is not the one ``alignment`` was measured on."""
     height, width = image.shape[-2:]
     if (width, height) != tuple(alignment.source_size):
         raise AlignmentError(
-            f"the image is {width}x{height} but the alignment was made for "
+            f"{what} is {width}x{height} but the alignment was made for "
             f"{alignment.source_size[0]}x{alignment.source_size[1]}"
         )
+
+
+def crop_with_alignment(image: torch.Tensor, alignment: Alignment) -> torch.Tensor:
+    """Warp ``image`` ([3,H,W] 0..1) into the aligned crop ([3,S,S]); outside the photo is mirrored."""
+    image = _as_rgb_chw(image)
+    _check_source_size(image, alignment, "the image")
     size = alignment.crop_size
     return _warp(image.unsqueeze(0), alignment.inverse_matrix, size, size, "reflection")[0].clamp(0, 1)
 
@@ -520,12 +525,8 @@ def paste_back(
     original. ``mask`` (crop space [S,S], 0..1) overrides the default feathered ellipse (:func:`face_mask`).
     """
     original = _as_rgb_chw(original)
+    _check_source_size(original, alignment, "the original photo")
     height, width = original.shape[-2:]
-    if (width, height) != tuple(alignment.source_size):
-        raise AlignmentError(
-            f"the original photo is {width}x{height} but the alignment was made for "
-            f"{alignment.source_size[0]}x{alignment.source_size[1]}"
-        )
     crops = edited.unsqueeze(0) if edited.ndim == 3 else edited
     if crops.ndim != 4 or crops.shape[1] not in (1, 3, 4):
         raise AlignmentError(f"edited crops must be [3,S,S] or [N,3,S,S], got {list(edited.shape)}")

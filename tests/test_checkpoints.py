@@ -13,10 +13,9 @@ import types
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import make_generator, tensor_digest
+from conftest import REPO_ROOT, make_generator, tensor_digest
 
 from pti import checkpoints
 from pti.checkpoints import (
@@ -28,6 +27,9 @@ from pti.checkpoints import (
     save_generator,
 )
 from pti.hashing import state_dict_hash
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes  # noqa: E402
 
 
 def _outputs(G, seed: int = 1, **kwargs) -> torch.Tensor:
@@ -160,84 +162,23 @@ def test_safetensors_of_another_kind_is_refused(tmp_path):
 # NVIDIA stylegan2-ada-pytorch pickles, written the way torch_utils.persistence writes them
 
 
-class _NvidiaStandIns:
-    """Importable stand-ins for ``torch_utils.persistence`` and ``dnnlib.util`` that pickle exactly like NVIDIA's.
-
-    ``reconstruct`` does what NVIDIA's ``_reconstruct_persistent_obj`` does first: it executes ``module_src``.
-    """
-
-    def __init__(self, monkeypatch):
-        persistence = types.ModuleType("torch_utils.persistence")
-        util = types.ModuleType("dnnlib.util")
-
-        def _reconstruct_persistent_obj(meta):
-            exec(meta["module_src"], types.ModuleType("_imported_module").__dict__)
-            return meta["class_name"]
-
-        class EasyDict(dict):
-            pass
-
-        _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-        _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-        EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-        persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-        util.EasyDict = EasyDict
-        for name, module in [
-            ("torch_utils", types.ModuleType("torch_utils")),
-            ("torch_utils.persistence", persistence),
-            ("dnnlib", types.ModuleType("dnnlib")),
-            ("dnnlib.util", util),
-        ]:
-            monkeypatch.setitem(sys.modules, name, module)
-        self.reconstruct = _reconstruct_persistent_obj
-        self.EasyDict = EasyDict
-
-    def persistent(self, module: torch.nn.Module, module_src: str, init_kwargs: dict | None = None):
-        """A picklable object that serialises ``module`` as NVIDIA's persistent-class ``__reduce__`` does."""
-        stand_ins = self
-        state = dict(module.__dict__)
-        state["_modules"] = {name: self.persistent(child, module_src) for name, child in module._modules.items()}
-        state["_init_args"] = ()
-        state["_init_kwargs"] = self._easy(init_kwargs or {})
-        state["gain_as_numpy"] = np.float64(0.5)  # NVIDIA modules carry numpy scalars (np.sqrt gains)
-
-        class Persistent:
-            def __reduce__(self):
-                meta = dict(
-                    type="class", version=6, module_src=module_src, class_name=type(module).__name__, state=state
-                )
-                return (stand_ins.reconstruct, (meta,))
-
-        return Persistent()
-
-    def _easy(self, value):
-        return self.EasyDict({k: self._easy(v) for k, v in value.items()}) if isinstance(value, dict) else value
-
-
 def _sentinel_source(sentinel: Path) -> str:
     return f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('module_src ran')\nclass Generator: pass\n"
 
 
-def _nvidia_pickle(stand_ins, G, path: Path, module_src: str, protocol: int = 4, init_kwargs=None) -> Path:
-    snapshot = {
-        "training_set_kwargs": stand_ins.EasyDict(path="faces.zip", resolution=G.img_resolution, use_labels=False),
-        "G": stand_ins.persistent(G, module_src, G.init_kwargs),
-        "D": stand_ins.persistent(torch.nn.Linear(3, 1), module_src, {"c_dim": 0}),
-        "G_ema": stand_ins.persistent(G, module_src, init_kwargs or G.init_kwargs),
-        "augment_pipe": None,
-    }
-    path.write_bytes(pickle.dumps(snapshot, protocol=protocol))
+def _nvidia_pickle(G, path: Path, module_src: str, protocol: int = 4, init_kwargs=None) -> Path:
+    path.write_bytes(nvidia_pickle_bytes(G, module_src, protocol, ema_init_kwargs=init_kwargs))
     return path
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-def test_nvidia_pickle_loads_exactly_and_never_runs_module_src(tmp_path, monkeypatch, protocol):
-    stand_ins = _NvidiaStandIns(monkeypatch)
+def test_nvidia_pickle_loads_exactly_and_never_runs_module_src(tmp_path, protocol):
     G = make_generator(32, "resnet", c_dim=2)
     sentinel = tmp_path / "sentinel.txt"
-    path = _nvidia_pickle(stand_ins, G, tmp_path / "network-snapshot.pkl", _sentinel_source(sentinel), protocol)
+    path = _nvidia_pickle(G, tmp_path / "network-snapshot.pkl", _sentinel_source(sentinel), protocol)
 
-    pickle.loads(path.read_bytes())  # what pickle.load / NVIDIA's loader does: the embedded source runs
+    with nvidia_modules(run_module_src=True):
+        pickle.loads(path.read_bytes())  # what pickle.load / NVIDIA's loader does: the embedded source runs
     assert sentinel.exists()
     sentinel.unlink()
 
@@ -249,11 +190,10 @@ def test_nvidia_pickle_loads_exactly_and_never_runs_module_src(tmp_path, monkeyp
     assert torch.equal(_outputs(H, truncation_psi=0.5), _outputs(G, truncation_psi=0.5))
 
 
-def test_nvidia_pickle_with_inconsistent_kwargs_names_both_shapes(tmp_path, monkeypatch):
-    stand_ins = _NvidiaStandIns(monkeypatch)
+def test_nvidia_pickle_with_inconsistent_kwargs_names_both_shapes(tmp_path):
     G = make_generator(32)
     wrong = {**G.init_kwargs, "w_dim": 16}
-    path = _nvidia_pickle(stand_ins, G, tmp_path / "g.pkl", "pass", init_kwargs=wrong)
+    path = _nvidia_pickle(G, tmp_path / "g.pkl", "pass", init_kwargs=wrong)
     with pytest.raises(CheckpointError, match=r"b4\.conv1\.affine\.weight: file \[32, 32\] vs model \[32, 16\]"):
         load_generator(path)
 
@@ -502,7 +442,7 @@ def test_truncated_files_are_refused(tmp_path, monkeypatch, kind):
     if kind == "safetensors":
         path = save_generator(G, tmp_path / "g.safetensors")
     elif kind == "pkl":
-        path = _nvidia_pickle(_NvidiaStandIns(monkeypatch), G, tmp_path / "g.pkl", "pass")
+        path = _nvidia_pickle(G, tmp_path / "g.pkl", "pass")
     else:
         path = _rosinality_checkpoint(G, tmp_path / "g.pt", zipped=kind == "torch-zip")
     data = path.read_bytes()
