@@ -250,6 +250,44 @@ def _sources(graph: Graph, image_name: str = EXAMPLE_IMAGE) -> tuple[Node, Node]
     return model, photo
 
 
+def _sweep(
+    graph: Graph,
+    latent: Node,
+    generator: tuple[Node, str],
+    direction_name: str,
+    strengths: str,
+    at: dict[str, tuple[int, int]],
+) -> tuple[Node, Node]:
+    """Load a direction, sweep ``latent`` along it and decode with ``generator`` (node, output): (edit, decode).
+
+    ``at`` places the three nodes: keys ``direction``, ``edit``, ``decode`` -> (column, row).
+    """
+    direction = graph.add("PTI_LoadDirection", *at["direction"], direction=direction_name, entry="")
+    edit = graph.add(
+        "PTI_ApplyLatentEdit",
+        *at["edit"],
+        mode="sweep",
+        strength=2.0,
+        strengths=strengths,
+        layer_start=-1,
+        layer_end=-1,
+    )
+    graph.link(latent, "latent", edit, "latent")
+    graph.link(direction, "direction", edit, "direction")
+    decode = graph.add("PTI_Decode", *at["decode"], truncation_psi=1.0, noise_mode="const")
+    graph.link(generator[0], generator[1], decode, "generator")
+    graph.link(edit, "latent", decode, "latent")
+    return edit, decode
+
+
+def _save_grid(graph: Graph, images: Node, latent: Node, prefix: str, columns: int, at: tuple[int, int]) -> Node:
+    """Save Image (PTI) of ``images`` as one grid, with the recipe of ``latent``."""
+    save = graph.add("PTI_SaveImage", *at, filename_prefix=prefix, layout="grid", grid_columns=columns)
+    graph.link(images, "image", save, "images")
+    graph.link(latent, "latent", save, "latent")
+    return save
+
+
 def invert_and_reconstruct(specs: dict) -> Graph:
     graph = Graph(specs)
     model, photo = _sources(graph)
@@ -267,18 +305,9 @@ def invert_tune_edit_sweep(specs: dict) -> Graph:
     graph = Graph(specs)
     model, photo = _sources(graph)
     project, tune = _invert(graph, model, photo)
-    direction = graph.add("PTI_LoadDirection", 2, 4, direction="smile", entry="")
-    edit = graph.add(
-        "PTI_ApplyLatentEdit", 3, 2, mode="sweep", strength=2.0, strengths="-3:3:5", layer_start=-1, layer_end=-1
-    )
-    graph.link(project, "latent", edit, "latent")
-    graph.link(direction, "direction", edit, "direction")
-    decode = graph.add("PTI_Decode", 4, 0, truncation_psi=1.0, noise_mode="const")
-    graph.link(tune, "tuned_generator", decode, "generator")
-    graph.link(edit, "latent", decode, "latent")
-    save = graph.add("PTI_SaveImage", 5, 0, filename_prefix="PTI/smile_sweep", layout="grid", grid_columns=5)
-    graph.link(decode, "image", save, "images")
-    graph.link(edit, "latent", save, "latent")
+    places = {"direction": (2, 4), "edit": (3, 2), "decode": (4, 0)}
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "smile", "-3:3:5", places)
+    _save_grid(graph, decode, edit, "PTI/smile_sweep", 5, (5, 0))
     keep = graph.add("PTI_SavePTI", 3, 5, name="example_face", destination="output/pti")
     graph.link(model, "generator", keep, "base_generator")
     graph.link(tune, "tuned_generator", keep, "tuned_generator")
@@ -292,18 +321,9 @@ def generate_and_edit(specs: dict) -> Graph:
     model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name="(embedded default)")
     sample = graph.add("PTI_SampleLatent", 1, 0, seed=7, batch_size=2, truncation_psi=0.8)
     graph.link(model, "generator", sample, "generator")
-    direction = graph.add("PTI_LoadDirection", 1, 3, direction="hair_length", entry="")
-    edit = graph.add(
-        "PTI_ApplyLatentEdit", 2, 0, mode="sweep", strength=2.0, strengths="-2, 0, 2", layer_start=-1, layer_end=-1
-    )
-    graph.link(sample, "latent", edit, "latent")
-    graph.link(direction, "direction", edit, "direction")
-    decode = graph.add("PTI_Decode", 3, 0, truncation_psi=1.0, noise_mode="const")
-    graph.link(model, "generator", decode, "generator")
-    graph.link(edit, "latent", decode, "latent")
-    save = graph.add("PTI_SaveImage", 4, 0, filename_prefix="PTI/generated", layout="grid", grid_columns=3)
-    graph.link(decode, "image", save, "images")
-    graph.link(edit, "latent", save, "latent")
+    places = {"direction": (1, 3), "edit": (2, 0), "decode": (3, 0)}
+    edit, decode = _sweep(graph, sample, (model, "generator"), "hair_length", "-2, 0, 2", places)
+    _save_grid(graph, decode, edit, "PTI/generated", 3, (4, 0))
     graph.note("Pure generation: two faces from seed 7 and 8, each with less and more hair.", 0, 3)
     return graph
 
@@ -321,22 +341,13 @@ def align_edit_paste_back(specs: dict) -> Graph:
     graph.link(photo, "IMAGE", align, "image")
     graph.link(model, "generator", align, "generator")
     project, tune = _invert(graph, model, align, "aligned", column=2)
-    direction = graph.add("PTI_LoadDirection", 3, 4, direction="smile", entry="")
-    edit = graph.add(
-        "PTI_ApplyLatentEdit", 4, 0, mode="sweep", strength=2.0, strengths="-2:2:3", layer_start=-1, layer_end=-1
-    )
-    graph.link(project, "latent", edit, "latent")
-    graph.link(direction, "direction", edit, "direction")
-    decode = graph.add("PTI_Decode", 5, 0, truncation_psi=1.0, noise_mode="const")
-    graph.link(tune, "tuned_generator", decode, "generator")
-    graph.link(edit, "latent", decode, "latent")
+    places = {"direction": (3, 4), "edit": (4, 0), "decode": (5, 0)}
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "smile", "-2:2:3", places)
     paste = graph.add("PTI_PasteBack", 5, 3, feather=0.08)
     graph.link(photo, "IMAGE", paste, "original")
     graph.link(decode, "image", paste, "edited")
     graph.link(align, "alignment", paste, "alignment")
-    save = graph.add("PTI_SaveImage", 6, 0, filename_prefix="PTI/pasted_back", layout="grid", grid_columns=3)
-    graph.link(paste, "image", save, "images")
-    graph.link(edit, "latent", save, "latent")
+    _save_grid(graph, paste, edit, "PTI/pasted_back", 3, (6, 0))
     graph.note(
         f"Copy {ALIGN_EXAMPLE_IMAGE} into ComfyUI's input/ folder. Align Face uses the landmarks typed in for this "
         "photo; for your own photo clear them to use a detector (dlib or kornia's YuNet, if installed), or set "
