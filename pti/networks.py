@@ -500,3 +500,95 @@ class Generator(nn.Module):
 def clone_generator(G: Generator) -> Generator:
     """An independent deep copy of ``G`` (same weights, no shared storage), in the same mode and device."""
     return copy.deepcopy(G)
+
+
+class DiscriminatorBlock(nn.Module):
+    """One resolution of the residual discriminator: (fromRGB at the top), two 3x3 convs, 2x down, 1x1 skip."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels, 0 = first block (reads the image).
+        tmp_channels: int,  # Number of intermediate channels.
+        out_channels: int,  # Number of output channels.
+        resolution: int,  # Resolution of this block.
+        img_channels: int,  # Number of input color channels.
+        conv_clamp: float | None = None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
+    ):
+        super().__init__()
+        self.resolution = resolution
+        self.register_buffer("resample_filter", ops.setup_filter([1, 3, 3, 1]))  # NVIDIA stores one per block
+        if in_channels == 0:
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "fromrgb"):
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        return y.add_(x)
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends the standard deviation across groups of samples as extra feature maps (rewards diversity)."""
+
+    def __init__(self, group_size: int, num_channels: int = 1):
+        super().__init__()
+        self.group_size = group_size
+        self.num_channels = num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        group = min(self.group_size, batch)
+        group = group if batch % group == 0 else 1  # NVIDIA's layer needs divisible batches; ours falls back
+        y = x.reshape(group, -1, self.num_channels, channels // self.num_channels, height, width)
+        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # std over each group
+        y = y.mean(dim=[2, 3, 4]).reshape(-1, self.num_channels, 1, 1).repeat(group, 1, height, width)
+        return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator (unconditional), with NVIDIA's parameter names. Used to train the default
+    model's adversarial phase; inversion itself never needs it."""
+
+    def __init__(
+        self,
+        img_resolution: int,  # Input resolution.
+        img_channels: int = 3,  # Number of input color channels.
+        channel_base: int = 32768,  # Overall multiplier for the number of channels.
+        channel_max: int = 512,  # Maximum number of channels in any layer.
+        conv_clamp: float | None = None,  # Clamp the output of convolution layers to +-X, None = disable clamping.
+        mbstd_group_size: int = 4,  # Group size for the minibatch standard deviation layer.
+    ):
+        super().__init__()
+        self.init_kwargs = dict(
+            img_resolution=img_resolution,
+            img_channels=img_channels,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            conv_clamp=conv_clamp,
+            mbstd_group_size=mbstd_group_size,
+        )
+        self.img_resolution = img_resolution
+        resolution_log2 = int(math.log2(img_resolution))
+        self.block_resolutions = [2**i for i in range(resolution_log2, 2, -1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}
+        for res in self.block_resolutions:
+            in_channels = channels[res] if res < img_resolution else 0
+            block = DiscriminatorBlock(in_channels, channels[res], channels[res // 2], res, img_channels, conv_clamp)
+            setattr(self, f"b{res}", block)
+        self.b4 = nn.Module()
+        self.b4.mbstd = MinibatchStdLayer(mbstd_group_size)
+        self.b4.conv = Conv2dLayer(channels[4] + 1, channels[4], 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.b4.fc = FullyConnectedLayer(channels[4] * 16, channels[4], activation="lrelu")
+        self.b4.out = FullyConnectedLayer(channels[4], 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Real/fake logits ``[N, 1]`` for images ``[N, C, R, R]`` in [-1, 1]."""
+        x = None
+        for res in self.block_resolutions:
+            x = getattr(self, f"b{res}")(x, img)
+        x = self.b4.conv(self.b4.mbstd(x))
+        return self.b4.out(self.b4.fc(x.flatten(1)))

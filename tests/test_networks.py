@@ -8,7 +8,7 @@ from conftest import REPO_ROOT, make_generator
 from safetensors.torch import load_file
 
 from pti import ops
-from pti.networks import Generator
+from pti.networks import Discriminator, Generator
 
 REFERENCE = REPO_ROOT / "tests" / "data" / "reference_outputs_16px.safetensors"
 
@@ -172,3 +172,15 @@ def test_training_mode_tracks_w_avg():
     after = G.mapping.w_avg.clone()
     G.mapping(torch.randn(8, G.z_dim), None)
     assert torch.equal(after, G.mapping.w_avg)
+
+
+def test_discriminator_matches_nvidias_outputs():
+    """NVIDIA's Discriminator(c_dim=0, 32 px) state dict loads strictly by name and gives its logits exactly."""
+    stored = load_file(str(REPO_ROOT / "tests" / "data" / "reference_discriminator_32px.safetensors"))
+    images, logits = stored.pop("input"), stored.pop("output")
+    D = Discriminator(32, channel_base=256, channel_max=32).eval()
+    D.load_state_dict(stored, strict=True)
+    with torch.no_grad():
+        assert torch.allclose(D(images), logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(D(images.flip(-1)), logits, atol=1e-3)  # the logits depend on the input
+    assert Discriminator(**D.init_kwargs).state_dict().keys() == D.state_dict().keys()
