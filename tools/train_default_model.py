@@ -6,6 +6,10 @@ fewer images than an adversarial game and gives every generated image exact grou
 stay at strength 0 (the targets carry no per-pixel randomness). An exponential moving average of the weights is
 what gets exported.
 
+``--adversarial`` continues a supervised state as a GAN fine-tune for texture: StyleGAN2's residual
+discriminator, non-saturating logistic loss, lazy R1 on reals, EMA, with the supervised L1 kept (weight
+``--l1-weight``) so ``G(z)`` still shows the attributes of ``z``. Real images are renders of independent z.
+
 The run is time-boxed (``--minutes`` of wall time, cosine learning-rate decay over that budget) and resumable: a
 state file is written every ``--checkpoint-minutes`` and ``--resume`` continues from it. ``--export`` turns the
 state file into the shipped ``generator.safetensors`` (fp16) with ``w_avg`` measured over 10,000 z.
@@ -47,7 +51,7 @@ def build_generator(args: argparse.Namespace) -> Generator:
         w_dim=args.w_dim,
         img_resolution=args.resolution,
         img_channels=3,
-        mapping_kwargs=dict(num_layers=args.mapping_layers),
+        mapping_kwargs=dict(num_layers=args.mapping_layers, lr_multiplier=args.mapping_lr_multiplier),
         synthesis_kwargs=dict(channel_base=args.channel_base, channel_max=args.channel_max, architecture="skip"),
     )
     for name, param in G.named_parameters():
@@ -191,6 +195,108 @@ def train(args: argparse.Namespace) -> None:
     log.info("done: %d iterations, %d images, %.1f min", iteration, images_seen, wall_seconds / 60)
 
 
+def r1_penalty(D: torch.nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared gradient norm of D's real logits with respect to the real images."""
+    real = real.detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    return gradient.square().sum(dim=[1, 2, 3]).mean()
+
+
+def train_adversarial(args: argparse.Namespace) -> None:
+    """GAN fine-tune of a supervised state (``--init``), written to ``--state`` (resumable like ``train``)."""
+    from pti.networks import Discriminator
+
+    torch.set_num_threads(args.threads)
+    state_path = Path(args.state)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    resume = args.resume and state_path.exists()
+    source = torch.load(state_path if resume else args.init, map_location="cpu", weights_only=True)
+    settings = {"mapping_lr_multiplier": 0.01, **json.loads(source["settings"])}
+    G = build_generator(argparse.Namespace(**settings))
+    G.load_state_dict(source["G_ema"] if not resume else source["G"])
+    G_ema = clone_generator(G).eval().requires_grad_(False)
+    if resume:
+        G_ema.load_state_dict(source["G_ema"])
+    D = Discriminator(args.resolution, channel_base=args.channel_base, channel_max=args.channel_max)
+    g_params = [p for p in G.parameters() if p.requires_grad]
+    g_opt = torch.optim.Adam(g_params, lr=args.gan_lr, betas=(0.0, 0.99))
+    # Lazy regularisation: R1 every k steps, with lr and betas adjusted as in StyleGAN2.
+    ratio = args.r1_every / (args.r1_every + 1)
+    d_opt = torch.optim.Adam(D.parameters(), lr=args.gan_lr * ratio, betas=(0.0, 0.99**ratio))
+    iteration, images_seen, wall_seconds = 0, source.get("images_seen", 0), 0.0
+    if resume:
+        D.load_state_dict(source["D"])
+        g_opt.load_state_dict(source["g_optimizer"])
+        d_opt.load_state_dict(source["d_optimizer"])
+        iteration, wall_seconds = source["adversarial_iteration"], source["adversarial_seconds"]
+    log.info(
+        "adversarial fine-tune: D %.2f M parameters, R1 gamma %g every %d",
+        sum(p.numel() for p in D.parameters()) / 1e6,
+        args.r1_gamma,
+        args.r1_every,
+    )
+    started, last_checkpoint = time.time() - wall_seconds, time.time()
+    running: dict[str, float] = {}
+    noise = torch.Generator().manual_seed(args.seed * 7_919 + iteration)
+    while wall_seconds < args.minutes * 60.0:
+        z_fake = torch.randn([args.batch, faces.NUM_PARAMETERS], generator=noise)
+        z_real = torch.randn([args.batch, faces.NUM_PARAMETERS], generator=noise)
+        with torch.no_grad():
+            real = faces.render_from_z(z_real, args.resolution)
+            target = faces.render_from_z(z_fake, args.resolution)
+        # Generator: fool D, keep reproducing the renderer.
+        D.requires_grad_(False)
+        fake = G(z_fake, noise_mode="const")
+        losses = {"g_gan": F.softplus(-D(fake)).mean(), "l1": F.l1_loss(fake, target)}
+        g_opt.zero_grad(set_to_none=True)
+        (losses["g_gan"] + args.l1_weight * losses["l1"]).backward()
+        g_opt.step()
+        # Discriminator: logistic loss, lazy R1 on reals.
+        D.requires_grad_(True)
+        d_loss = F.softplus(D(fake.detach())).mean() + F.softplus(-D(real)).mean()
+        losses["d"] = d_loss
+        if iteration % args.r1_every == 0:
+            losses["r1"] = r1_penalty(D, real)
+            d_loss = d_loss + losses["r1"] * (args.r1_gamma / 2) * args.r1_every
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        with torch.no_grad():
+            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                p_ema.lerp_(p, 1.0 - args.ema_beta)
+        iteration += 1
+        images_seen += args.batch
+        wall_seconds = time.time() - started
+        for key, value in losses.items():
+            running[key] = 0.9 * running.get(key, value.item()) + 0.1 * value.item()
+        if iteration % args.log_every == 0:
+            log.info(
+                "adv it %5d  %5.1f min  %s",
+                iteration,
+                wall_seconds / 60,
+                "  ".join(f"{k} {v:.4f}" for k, v in running.items()),
+            )
+        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 or wall_seconds >= args.minutes * 60.0:
+            state = dict(
+                G=G.state_dict(),
+                G_ema=G_ema.state_dict(),
+                D=D.state_dict(),
+                g_optimizer=g_opt.state_dict(),
+                d_optimizer=d_opt.state_dict(),
+                iteration=source["iteration"],  # the supervised phase's count and time, carried along
+                images_seen=images_seen,
+                wall_seconds=source["wall_seconds"],
+                adversarial_iteration=iteration,
+                adversarial_seconds=wall_seconds,
+                settings=json.dumps({**settings, "adversarial": vars(args)}),
+            )
+            save_state(state_path, state)
+            save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
+            last_checkpoint = time.time()
+            log.info("checkpoint written to %s", state_path)
+    log.info("adversarial fine-tune done: %d iterations, %.1f min", iteration, wall_seconds / 60)
+
+
 @torch.no_grad()
 def measure_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = 2024) -> torch.Tensor:
     """Mean of mapping(z) over ``samples`` seeded z: the start point for truncation and projection."""
@@ -202,14 +308,20 @@ def export(args: argparse.Namespace) -> None:
     from pti.checkpoints import save_generator
 
     state = torch.load(args.state, map_location="cpu", weights_only=True)
-    settings = json.loads(state["settings"])
+    settings = {"mapping_lr_multiplier": 0.01, **json.loads(state["settings"])}
     G = build_generator(argparse.Namespace(**settings))
     G.load_state_dict(state["G_ema"])
     G.eval().requires_grad_(False)
     G.mapping.w_avg.copy_(measure_w_avg(G))
+    method = "supervised reproduction of pti.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights"
+    if "adversarial" in settings:
+        method += (
+            f"; then an adversarial fine-tune ({state['adversarial_iteration']} iterations, "
+            f"{state['adversarial_seconds'] / 60:.1f} min): StyleGAN2 D, non-saturating loss, lazy R1, L1 kept"
+        )
     provenance = dict(
         trained_by="tools/train_default_model.py",
-        method="supervised reproduction of pti.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights",
+        method=method,
         iterations=state["iteration"],
         images_seen=state["images_seen"],
         wall_minutes=round(state["wall_seconds"] / 60.0, 1),
@@ -237,6 +349,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--w-dim", type=int, default=128)
     p.add_argument("--mapping-layers", type=int, default=4)
+    p.add_argument(
+        "--mapping-lr-multiplier",
+        type=float,
+        default=1.0,
+        help="StyleGAN's 0.01 keeps the mapping network nearly frozen over a short supervised run; 1 lets it learn",
+    )
     p.add_argument("--channel-base", type=int, default=1024)
     p.add_argument("--channel-max", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
@@ -247,6 +365,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lpips-weight", type=float, default=1.0)
     p.add_argument("--lpips-every", type=int, default=2, help="apply the LPIPS term on every k-th iteration")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, busy CPU)")
+    p.add_argument("--adversarial", action="store_true", help="GAN fine-tune of the supervised state --init")
+    p.add_argument("--init", help="supervised state file the adversarial fine-tune starts from")
+    p.add_argument("--gan-lr", type=float, default=1e-3, help="Adam lr of G and D in the adversarial fine-tune")
+    p.add_argument("--r1-gamma", type=float, default=0.05, help="R1 weight (StyleGAN2's 2e-4 * res^2 / batch at 64 px)")
+    p.add_argument("--r1-every", type=int, default=16, help="lazy R1: apply the penalty every k-th D step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=25)
     return p.parse_args(argv)
@@ -257,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.export:
         export(args)
+    elif args.adversarial:
+        if not (args.init or (args.resume and Path(args.state).exists())):
+            raise SystemExit("--adversarial needs --init SUPERVISED_STATE (or --resume with an adversarial --state)")
+        train_adversarial(args)
     else:
         train(args)
     return 0
