@@ -76,12 +76,21 @@ def ks_statistics(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float(ks_2samp(a[:, i].numpy(), b[:, i].numpy()).statistic) for i in range(a.shape[1])]
 
 
-def measure(samples: int, direction_samples: int) -> dict:
-    G = load_generator()
+def measure(
+    samples: int,
+    direction_samples: int,
+    generator: str | None = None,
+    directions_file: Path | None = DEFAULT_MODEL_DIR / "directions.safetensors",
+    throughput: bool = True,
+) -> dict:
+    """The acceptance numbers of ``generator`` (default: the embedded model); ``directions_file=None`` skips the
+    direction check (directions belong to one generator), ``throughput=False`` the renderer timing."""
+    G = load_generator(generator)
     regressor = load_regressor()
     results: dict = {"generator_hash": G.source_info.get("hash"), "samples": samples}
 
-    results["render_images_per_s"] = {t: [round(v, 1) for v in render_throughput(t)] for t in (1, 2)}
+    if throughput:
+        results["render_images_per_s"] = {t: [round(v, 1) for v in render_throughput(t)] for t in (1, 2)}
 
     z = faces.sample_z(samples, HELDOUT_SEED)
     fake = generate(G, z)
@@ -104,37 +113,45 @@ def measure(samples: int, direction_samples: int) -> dict:
         "render_vs_render": frechet_distance(regressor_features(real_again, regressor), real_features),
     }
 
+    first, second = generate(G, faces.sample_z(8, 42)), generate(G, faces.sample_z(8, 42))
+    results["deterministic"] = bool(torch.equal(first, second))
+    results["directions"] = {}
+    if directions_file is not None:
+        results["directions"] = measure_directions(G, regressor, directions_file, direction_samples)
+    return results
+
+
+def measure_directions(G: Generator, regressor, directions_file: Path, direction_samples: int) -> dict:
+    """Per shipped direction: share of samples whose attribute rises at +2 units, mean change, side effects."""
     from safetensors import safe_open
 
-    with safe_open(str(DEFAULT_MODEL_DIR / "directions.safetensors"), framework="pt") as f:
+    with safe_open(str(directions_file), framework="pt") as f:
         directions = {name: f.get_tensor(name) for name in f.keys()}
     with torch.no_grad():
         ws = G.mapping(faces.sample_z(direction_samples, DIRECTION_SEED), None)
-    results["directions"] = {}
+    effects = {}
     baseline = predict_generated(G, ws, regressor)
     for name, vector in directions.items():
         index = faces.ATTRIBUTE_NAMES.index(name)
         delta = direction_effect(G, ws, vector, DIRECTION_STRENGTH, regressor, baseline)
         target = delta[:, index]
         others = torch.cat([delta[:, :index], delta[:, index + 1 :]], 1).abs().mean()
-        results["directions"][name] = {
+        effects[name] = {
             "right_direction": (target > 0).float().mean().item(),
             "target_change": target.mean().item(),
             "others_over_target": (others / target.abs().mean()).item(),
         }
-
-    first, second = generate(G, faces.sample_z(8, 42)), generate(G, faces.sample_z(8, 42))
-    results["deterministic"] = bool(torch.equal(first, second))
-    return results
+    return effects
 
 
 def print_table(r: dict) -> None:
     print(f"default generator {r['generator_hash']}  ({r['samples']} samples per set)")
-    rate = r["render_images_per_s"]
-    print(
-        f"renderer throughput (64 px), wall / per CPU-second: 1 thread {rate[1][0]:.0f} / {rate[1][1]:.0f} img/s, "
-        f"2 threads {rate[2][0]:.0f} / {rate[2][1]:.0f} img/s"
-    )
+    if "render_images_per_s" in r:
+        rate = r["render_images_per_s"]
+        print(
+            f"renderer throughput (64 px), wall / per CPU-second: 1 thread {rate[1][0]:.0f} / {rate[1][1]:.0f} "
+            f"img/s, 2 threads {rate[2][0]:.0f} / {rate[2][1]:.0f} img/s"
+        )
     fid = r["fidelity"]
     print(f"fidelity G(z) vs render(z), held-out z: PSNR {fid['psnr_db']:.2f} dB, LPIPS(alex) {fid['lpips_alex']:.4f}")
     d = r["domain_fid"]
@@ -160,9 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads for the measurements (1 is best on a busy CPU)"
     )
+    p.add_argument("--generator", help="generator file to measure (default: the embedded model)")
+    p.add_argument(
+        "--directions",
+        default=str(DEFAULT_MODEL_DIR / "directions.safetensors"),
+        help="directions file fitted for that generator; 'none' skips the direction check",
+    )
+    p.add_argument("--no-throughput", action="store_true", help="skip the renderer timing")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = measure(args.samples, args.direction_samples)
+    directions = None if args.directions == "none" else Path(args.directions)
+    results = measure(args.samples, args.direction_samples, args.generator, directions, not args.no_throughput)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
