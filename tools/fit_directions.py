@@ -1,10 +1,18 @@
 """Fit InterFaceGAN-style edit directions in W for the default generator, one per face attribute.
 
 For seeded ``z`` the default generator reproduces ``pti.faces.render_from_z(z)``, so every sampled ``w = mapping(z)``
-carries exact ground-truth attributes (the renderer's parameters of the same ``z``). Per attribute a linear boundary
-``attribute ≈ n · w + b`` is fitted by ridge-regularised least squares on standardised ``w`` (the LDA / linear-SVM
-normal for a continuous label), mapped back to W coordinates and unit-normalised; ``w + k·n`` then raises the
-attribute for ``k > 0``. The file records the hash of the generator, as loaded, that the directions belong to.
+carries exact ground-truth attributes (the renderer's parameters of the same ``z``). Two linear fits per attribute:
+
+- ``mean-shift`` (shipped): ``d ∝ Cov(w, attribute)``, the direction in which w moves as the attribute grows — the
+  normal of the boundary between the attribute's high and low halves under a nearest-class-mean classifier.
+- ``boundary``: the least-squares / LDA normal (``attribute ≈ n · w + b`` on standardised w), InterFaceGAN's SVM
+  normal for a continuous label. It is the sharper classifier but is precision-weighted: on this model's very
+  anisotropic W it points along directions in which w hardly varies (spread of ``n · w`` ~0.05 against ~1.2 for the
+  mean shift, |w - w_avg| ~9), so +2 units leaves the distribution — measured: yaw right on 80 % of samples vs 99 %,
+  side effects 0.44 vs 0.25 of the target change.
+
+Both are unit-normalised; ``w + k·d`` raises the attribute for ``k > 0``. The file records the hash of the
+generator, as loaded, that the directions belong to.
 
     python tools/fit_directions.py --generator pti/default_model/generator.safetensors \\
         --out pti/default_model/directions.safetensors
@@ -52,12 +60,27 @@ def fit_boundaries(w: torch.Tensor, attributes: torch.Tensor, ridge: float = 1e-
     return normals / normals.norm(dim=1, keepdim=True), r2
 
 
+def fit_mean_shifts(w: torch.Tensor, attributes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit directions ``[P, w_dim]`` along ``Cov(w, attribute)`` and, per attribute, the R² of predicting the
+    attribute from the projection of w on its direction ``[P]``."""
+    w_centred, attributes_centred = w - w.mean(0), attributes - attributes.mean(0)
+    directions = (w_centred.T @ attributes_centred / len(w)).T
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    projections = w_centred @ directions.T  # [n, P]
+    correlation = (projections * attributes_centred).mean(0) / (projections.std(0) * attributes_centred.std(0))
+    return directions, correlation.square()
+
+
+METHODS = {"mean-shift": fit_mean_shifts, "boundary": fit_boundaries}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--generator", default="pti/default_model/generator.safetensors")
     p.add_argument("--out", default="pti/default_model/directions.safetensors")
     p.add_argument("--samples", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=FIT_SEED)
+    p.add_argument("--method", choices=sorted(METHODS), default="mean-shift", help="see the module docstring")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
@@ -65,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     G = load_generator(args.generator)
     generator_hash = state_dict_hash(G)
     w, attributes = sample_labelled_w(G, args.samples, args.seed)
-    normals, r2 = fit_boundaries(w, attributes)
+    normals, r2 = METHODS[args.method](w, attributes)
     for name, value in zip(faces.ATTRIBUTE_NAMES, r2.tolist()):
-        log.info("  %-22s linear fit R² %.3f", name, value)
+        log.info("  %-22s %s fit R² %.3f", name, args.method, value)
     names = list(faces.ATTRIBUTE_NAMES)
     tensors = {name: normals[i].contiguous() for i, name in enumerate(names)}
+    method = {
+        "mean-shift": "Cov(w, attribute), unit-normalised; ground-truth renderer attributes",
+        "boundary": "ridge least squares on standardised w (LDA normal); ground-truth renderer attributes",
+    }[args.method]
     fit = dict(
-        method="ridge least squares on standardised w, ground-truth renderer attributes",
+        method=method,
         samples=args.samples,
         seed=args.seed,
     )
