@@ -80,11 +80,19 @@ def load_perceptual(enabled: bool) -> torch.nn.Module | None:
         return None
 
 
-def learning_rate(args: argparse.Namespace, wall_seconds: float) -> float:
-    """Short warm-up, then cosine decay to 5% of the peak over the wall-time budget."""
+WARMUP_ITERATIONS = 250
+
+
+def learning_rate(args: argparse.Namespace, wall_seconds: float, iteration: int) -> float:
+    """Linear warm-up over the first iterations, then cosine decay to 5% of the peak over the wall-time budget."""
     frac = min(1.0, wall_seconds / (args.minutes * 60.0))
-    warmup = min(1.0, wall_seconds / 60.0)
+    warmup = min(1.0, (iteration + 1) / WARMUP_ITERATIONS)
     return args.lr * max(0.05, warmup) * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def finished(args: argparse.Namespace, wall_seconds: float, iteration: int) -> bool:
+    """The run has used its wall-time budget or its iteration cap (the last iteration writes a checkpoint)."""
+    return wall_seconds >= args.minutes * 60.0 or iteration >= args.max_iterations
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -110,6 +118,7 @@ def save_comparison_grid(G: Generator, path: Path, resolution: int, pairs: int =
 
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # initial weights
     state_path = Path(args.state)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     G = build_generator(args)
@@ -137,12 +146,27 @@ def train(args: argparse.Namespace) -> None:
         G.num_ws,
         "on" if lpips_model is not None else "off",
     )
+
+    def checkpoint() -> None:
+        state = dict(
+            G=G.state_dict(),
+            G_ema=G_ema.state_dict(),
+            optimizer=optimizer.state_dict(),
+            iteration=iteration,
+            images_seen=images_seen,
+            wall_seconds=wall_seconds,
+            settings=json.dumps(vars(args)),
+        )
+        save_state(state_path, state)
+        save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
+        log.info("checkpoint written to %s", state_path)
+
     G.train()
     started = time.time() - wall_seconds
     last_checkpoint = time.time()
     running: dict[str, float] = {}
-    while wall_seconds < args.minutes * 60.0:
-        lr = learning_rate(args, wall_seconds)
+    while not finished(args, wall_seconds, iteration):
+        lr = learning_rate(args, wall_seconds, iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr
         z = torch.randn(
@@ -178,20 +202,12 @@ def train(args: argparse.Namespace) -> None:
                 lr,
                 "  ".join(f"{k} {v:.4f}" for k, v in running.items()),
             )
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 or wall_seconds >= args.minutes * 60.0:
-            state = dict(
-                G=G.state_dict(),
-                G_ema=G_ema.state_dict(),
-                optimizer=optimizer.state_dict(),
-                iteration=iteration,
-                images_seen=images_seen,
-                wall_seconds=wall_seconds,
-                settings=json.dumps(vars(args)),
-            )
-            save_state(state_path, state)
-            save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
+        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 and not finished(
+            args, wall_seconds, iteration
+        ):
+            checkpoint()
             last_checkpoint = time.time()
-            log.info("checkpoint written to %s", state_path)
+    checkpoint()
     log.info("done: %d iterations, %d images, %.1f min", iteration, images_seen, wall_seconds / 60)
 
 
@@ -217,6 +233,7 @@ def train_adversarial(args: argparse.Namespace) -> None:
     G_ema = clone_generator(G).eval().requires_grad_(False)
     if resume:
         G_ema.load_state_dict(source["G_ema"])
+    torch.manual_seed(args.seed)  # initial D weights
     D = Discriminator(args.resolution, channel_base=args.channel_base, channel_max=args.channel_max)
     g_params = [p for p in G.parameters() if p.requires_grad]
     g_opt = torch.optim.Adam(g_params, lr=args.gan_lr, betas=(0.0, 0.99))
@@ -235,10 +252,29 @@ def train_adversarial(args: argparse.Namespace) -> None:
         args.r1_gamma,
         args.r1_every,
     )
+
+    def checkpoint() -> None:
+        state = dict(
+            G=G.state_dict(),
+            G_ema=G_ema.state_dict(),
+            D=D.state_dict(),
+            g_optimizer=g_opt.state_dict(),
+            d_optimizer=d_opt.state_dict(),
+            iteration=source["iteration"],  # the supervised phase's count and time, carried along
+            images_seen=images_seen,
+            wall_seconds=source["wall_seconds"],
+            adversarial_iteration=iteration,
+            adversarial_seconds=wall_seconds,
+            settings=json.dumps({**settings, "adversarial": vars(args)}),
+        )
+        save_state(state_path, state)
+        save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
+        log.info("checkpoint written to %s", state_path)
+
     started, last_checkpoint = time.time() - wall_seconds, time.time()
     running: dict[str, float] = {}
     noise = torch.Generator().manual_seed(args.seed * 7_919 + iteration)
-    while wall_seconds < args.minutes * 60.0:
+    while not finished(args, wall_seconds, iteration):
         z_fake = torch.randn([args.batch, faces.NUM_PARAMETERS], generator=noise)
         z_real = torch.randn([args.batch, faces.NUM_PARAMETERS], generator=noise)
         with torch.no_grad():
@@ -276,24 +312,12 @@ def train_adversarial(args: argparse.Namespace) -> None:
                 wall_seconds / 60,
                 "  ".join(f"{k} {v:.4f}" for k, v in running.items()),
             )
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 or wall_seconds >= args.minutes * 60.0:
-            state = dict(
-                G=G.state_dict(),
-                G_ema=G_ema.state_dict(),
-                D=D.state_dict(),
-                g_optimizer=g_opt.state_dict(),
-                d_optimizer=d_opt.state_dict(),
-                iteration=source["iteration"],  # the supervised phase's count and time, carried along
-                images_seen=images_seen,
-                wall_seconds=source["wall_seconds"],
-                adversarial_iteration=iteration,
-                adversarial_seconds=wall_seconds,
-                settings=json.dumps({**settings, "adversarial": vars(args)}),
-            )
-            save_state(state_path, state)
-            save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
+        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 and not finished(
+            args, wall_seconds, iteration
+        ):
+            checkpoint()
             last_checkpoint = time.time()
-            log.info("checkpoint written to %s", state_path)
+    checkpoint()
     log.info("adversarial fine-tune done: %d iterations, %.1f min", iteration, wall_seconds / 60)
 
 
@@ -314,7 +338,7 @@ def export(args: argparse.Namespace) -> None:
     G.eval().requires_grad_(False)
     G.mapping.w_avg.copy_(measure_w_avg(G))
     method = "supervised reproduction of pti.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights"
-    if "adversarial" in settings:
+    if "adversarial_iteration" in state:
         method += (
             f"; then an adversarial fine-tune ({state['adversarial_iteration']} iterations, "
             f"{state['adversarial_seconds'] / 60:.1f} min): StyleGAN2 D, non-saturating loss, lazy R1, L1 kept"
@@ -345,6 +369,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export", help="write the EMA generator of --state to this .safetensors path and exit")
     p.add_argument("--note", default="", help="free text recorded in the exported provenance (e.g. run history)")
     p.add_argument("--minutes", type=float, default=65.0, help="wall-time budget (sets the learning-rate schedule)")
+    p.add_argument("--max-iterations", type=int, default=10**9, help="stop after this many iterations as well")
     p.add_argument("--checkpoint-minutes", type=float, default=4.0)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--w-dim", type=int, default=128)

@@ -1,0 +1,83 @@
+"""The tools that made the embedded default model: supervised training, the adversarial phase, direction fitting."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+from pti import faces
+from pti.checkpoints import load_generator
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+import fit_directions  # noqa: E402
+import train_default_model  # noqa: E402
+
+TINY = [
+    "--resolution", "16", "--w-dim", "16", "--mapping-layers", "2", "--channel-base", "128", "--channel-max", "16",
+    "--batch", "4", "--lpips-weight", "0", "--log-every", "1000", "--threads", "1",
+]  # fmt: skip
+
+
+def _renderer_error(path, z: torch.Tensor) -> float:
+    G = load_generator(path)
+    with torch.no_grad():
+        return (G(z, noise_mode="const") - faces.render_from_z(z, 16)).abs().mean().item()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny supervised run (60 iterations), its state and the exported files, plus the untrained export."""
+    folder = tmp_path_factory.mktemp("train")
+    state = folder / "state.pt"
+    common = [*TINY, "--state", str(state), "--minutes", "10", "--lr", "1e-2", "--ema-beta", "0.9"]
+    train_default_model.main([*common, "--max-iterations", "0"])
+    train_default_model.main(["--state", str(state), "--export", str(folder / "untrained.safetensors")])
+    train_default_model.main([*common, "--max-iterations", "60", "--resume"])
+    train_default_model.main(["--state", str(state), "--export", str(folder / "trained.safetensors")])
+    return folder
+
+
+def test_supervised_training_learns_the_renderer_and_exports_a_loadable_model(trained):
+    z = faces.sample_z(32, seed=5)
+    before = _renderer_error(trained / "untrained.safetensors", z)
+    after = _renderer_error(trained / "trained.safetensors", z)
+    assert after < 0.8 * before, (before, after)
+    G = load_generator(trained / "trained.safetensors")
+    assert G.source_info["provenance"]["iterations"] == 60
+    assert G.init_kwargs["mapping_kwargs"]["lr_multiplier"] == 1.0  # the mapping network really trains
+
+
+def test_adversarial_phase_runs_resumes_and_records_itself(trained, tmp_path):
+    state = tmp_path / "adversarial.pt"
+    common = [*TINY, "--adversarial", "--state", str(state), "--minutes", "10", "--r1-every", "2"]
+    train_default_model.main([*common, "--init", str(trained / "state.pt"), "--max-iterations", "3"])
+    train_default_model.main([*common, "--resume", "--max-iterations", "5"])
+    saved = torch.load(state, map_location="cpu", weights_only=True)
+    assert saved["adversarial_iteration"] == 5 and saved["iteration"] == 60
+    assert any(key.startswith("b16.") for key in saved["D"])
+    train_default_model.main(["--state", str(state), "--export", str(tmp_path / "g.safetensors")])
+    provenance = load_generator(tmp_path / "g.safetensors").source_info["provenance"]
+    assert "adversarial fine-tune (5 iterations" in provenance["method"]
+    with pytest.raises(SystemExit, match="--init"):
+        train_default_model.main([*TINY, "--adversarial", "--state", str(tmp_path / "none.pt")])
+
+
+def test_mean_shift_directions_follow_the_planted_factors_and_stay_in_distribution():
+    """W = attributes mixed into 12 dims + strong unrelated variance in other dims: the mean-shift direction is the
+    planted factor; the LDA normal leans into the low-variance dims (precision weighting)."""
+    generator = torch.Generator().manual_seed(0)
+    n, w_dim = 20_000, 12
+    attributes = torch.rand([n, 2], generator=generator)
+    factors = torch.linalg.qr(torch.randn([w_dim, w_dim], generator=generator))[0][:, :2].T  # orthonormal [2, 12]
+    nuisance = torch.randn([n, w_dim], generator=generator) * torch.linspace(0.02, 3.0, w_dim)
+    w = attributes @ factors * 4.0 + nuisance
+    shifts, _ = fit_directions.fit_mean_shifts(w, attributes)
+    normals, r2 = fit_directions.fit_boundaries(w, attributes)
+    assert torch.allclose(shifts.norm(dim=1), torch.ones(2)) and torch.allclose(normals.norm(dim=1), torch.ones(2))
+    assert (shifts * factors).sum(1).min() > 0.95  # cosine with the planted factor
+    assert (normals * factors).sum(1).max() < (shifts * factors).sum(1).min()
+    assert (w @ normals.T).std(0).max() < (w @ shifts.T).std(0).min()  # the normal points where w barely varies
+    assert r2.min() > 0.5  # the boundary fit itself is good: the difference is where its normal points
