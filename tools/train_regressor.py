@@ -41,6 +41,16 @@ def render_set(n: int, seed: int, chunk: int = 500) -> tuple[torch.Tensor, torch
     return torch.cat(images), torch.cat(attributes)
 
 
+def soften(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blend each image with a blurred copy by a random amount (0 to 1): generated faces are softer than renders,
+    and the regressor has to read both the same way."""
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    amount = torch.rand([len(images), 1, 1, 1], generator=generator)
+    return images.lerp(blurred, amount)
+
+
 @torch.no_grad()
 def evaluate(model: AttributeRegressor, images: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per attribute on a held-out set."""
@@ -60,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-soften", action="store_true", help="train on the sharp renders only")
     p.add_argument("--init", help="continue from this regressor file instead of random weights")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -77,12 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.minutes * 60.0
     train_started = time.time()
     step = 0
+    augment_rng = torch.Generator().manual_seed(args.seed)
     while (elapsed := time.time() - train_started) < budget:
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = torch.randint(0, len(train_images), [args.batch])
-        loss = F.mse_loss(model(train_images[index]), train_attributes[index])
+        batch = train_images[index]
+        if not args.no_soften:
+            batch = soften(batch, augment_rng)
+        loss = F.mse_loss(model(batch), train_attributes[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         train_size=args.train_size,
         continued_from=args.init,
+        softened=not args.no_soften,
         wall_minutes=round((time.time() - started) / 60, 1),
         val_mae={name: round(v, 4) for name, v in zip(faces.ATTRIBUTE_NAMES, mae.tolist())},
     )
