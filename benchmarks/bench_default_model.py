@@ -82,11 +82,12 @@ def measure(
     generator: str | None = None,
     directions_file: Path | None = DEFAULT_MODEL_DIR / "directions.safetensors",
     throughput: bool = True,
+    regressor_file: str | None = None,
 ) -> dict:
     """The acceptance numbers of ``generator`` (default: the embedded model); ``directions_file=None`` skips the
     direction check (directions belong to one generator), ``throughput=False`` the renderer timing."""
     G = load_generator(generator)
-    regressor = load_regressor()
+    regressor = load_regressor(regressor_file)
     results: dict = {"generator_hash": G.source_info.get("hash"), "samples": samples}
 
     if throughput:
@@ -183,11 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         default=str(DEFAULT_MODEL_DIR / "directions.safetensors"),
         help="directions file fitted for that generator; 'none' skips the direction check",
     )
+    p.add_argument("--regressor", help="attribute regressor file (default: the shipped one)")
     p.add_argument("--no-throughput", action="store_true", help="skip the renderer timing")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     directions = None if args.directions == "none" else Path(args.directions)
-    results = measure(args.samples, args.direction_samples, args.generator, directions, not args.no_throughput)
+    results = measure(
+        args.samples, args.direction_samples, args.generator, directions, not args.no_throughput, args.regressor
+    )
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
