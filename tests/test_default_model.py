@@ -28,12 +28,13 @@ from pti.metrics import psnr
 
 DIRECTIONS_FILE = DEFAULT_MODEL_DIR / "directions.safetensors"
 HELDOUT_SEED = 424_242
-MIN_PSNR_DB = 20.0  # measured 21.6 dB mean over 1,000 held-out z (pti/default_model/acceptance.json)
-READABLE = ("skin_tone", "hair_color", "hair_length", "glasses", "yaw", "roll", "head_x", "head_y", "background_hue")
-# Directions the shipped model passes the acceptance check on robustly. Not here: smile (the 64 px model trained on
-# this CPU budget renders the mouth as a blur) and yaw (95% right on the benchmark's 200 samples, 80% on these 64,
-# side effects 0.36 of the target change); see pti/default_model/acceptance.json.
-EDITED = ("hair_color", "glasses", "skin_tone", "head_x", "background_brightness")
+MIN_PSNR_DB = 27.0  # measured 30.3 dB mean over 1,000 held-out z (pti/default_model/acceptance.json)
+# Every attribute but the jaw (error 0.21 of a chance level 0.34: a few pixels of chin outline at 64 px).
+READABLE = tuple(name for name in faces.ATTRIBUTE_NAMES if name != "jaw")
+# Directions the shipped model passes the acceptance check on (18 of 21 do). Not smile, mouth width or jaw: the
+# 64 px model does not draw the mouth and chin shapes (the regressor reads smile on renders, r = 0.84, but not on
+# generated faces, r = 0.02); see README "The embedded default model".
+EDITED = ("yaw", "glasses", "hair_color", "skin_tone", "head_x", "roll", "eye_openness", "light_intensity")
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +74,11 @@ def test_generator_reproduces_the_renderer_on_held_out_z(G):
 def test_regressor_reads_attributes_of_held_out_renders(regressor):
     images, attributes = faces.sample(200, seed=HELDOUT_SEED)
     error = (predict_attributes(images, regressor) - attributes).abs().mean(0)
-    assert error.mean() < 0.11  # measured 0.092 on 800 held-out renders
+    assert error.mean() < 0.07  # measured 0.051 (2,000 held-out renders: 0.052)
     chance = (attributes - attributes.roll(1, 0)).abs().mean(0)  # error of guessing another face's attributes
-    # Small-detail attributes (jaw, mouth width, iris colour, eye openness) are still near chance after the
-    # CPU-budget training; these are the ones it reads reliably.
     for name in READABLE:
         index = faces.ATTRIBUTE_NAMES.index(name)
-        assert error[index] < 0.12 and error[index] < 0.5 * chance[index], name
+        assert error[index] < 0.15 and error[index] < 0.5 * chance[index], name
 
 
 def test_directions_belong_to_the_shipped_generator_and_move_their_attribute(G, regressor):
@@ -97,9 +96,9 @@ def test_directions_belong_to_the_shipped_generator_and_move_their_attribute(G, 
         assert vector.shape == (G.w_dim,) and abs(vector.norm().item() - 1) < 1e-4
         index = faces.ATTRIBUTE_NAMES.index(name)
         delta = direction_effect(G, ws, vector, 2.0, regressor, baseline)
-        assert (delta[:, index] > 0).float().mean() >= 0.85, name
+        assert (delta[:, index] > 0).float().mean() >= 0.9, name  # the acceptance bar of issue 4
         others = torch.cat([delta[:, :index], delta[:, index + 1 :]], 1).abs().mean()
-        assert others < 0.5 * delta[:, index].mean(), name
+        assert others < delta[:, index].mean() / 3, name
 
 
 def test_regressor_refuses_files_that_are_not_regressors(tmp_path):

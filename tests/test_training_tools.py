@@ -81,3 +81,18 @@ def test_mean_shift_directions_follow_the_planted_factors_and_stay_in_distributi
     assert (normals * factors).sum(1).max() < (shifts * factors).sum(1).min()
     assert (w @ normals.T).std(0).max() < (w @ shifts.T).std(0).min()  # the normal points where w barely varies
     assert r2.min() > 0.5  # the boundary fit itself is good: the difference is where its normal points
+
+
+def test_feature_loss_sees_only_the_facial_features():
+    z = faces.sample_z(4, seed=11)
+    target = faces.render_from_z(z, 32)
+    assert train_default_model.feature_loss(target, target, z, 32) == 0
+    shifted = faces.params_from_z(z)
+    shifted[:, faces.ATTRIBUTE_NAMES.index("shirt_color")] += 0.5  # a change away from the face
+    outside = train_default_model.feature_loss(faces.render(shifted, 32), target, z, 32)
+    smiling = faces.params_from_z(z)
+    smiling[:, faces.ATTRIBUTE_NAMES.index("smile")] = 1.0 - smiling[:, faces.ATTRIBUTE_NAMES.index("smile")]
+    inside = train_default_model.feature_loss(faces.render(smiling, 32), target, z, 32)
+    assert inside > 0.02 and inside > 100 * outside, (inside, outside)
+    # while the whole-image L1 sees the shirt 10x more than the smile
+    assert (faces.render(shifted, 32) - target).abs().mean() > 10 * (faces.render(smiling, 32) - target).abs().mean()

@@ -60,6 +60,21 @@ def build_generator(args: argparse.Namespace) -> Generator:
     return G
 
 
+FACIAL_FEATURES = ("smile", "mouth_width", "jaw", "eye_openness", "iris_color")
+
+
+def feature_loss(fake: torch.Tensor, target: torch.Tensor, z: torch.Tensor, resolution: int) -> torch.Tensor:
+    """L1 restricted to the pixels the small facial features decide: where the target differs from the same face
+    with smile, mouth width, jaw, eye openness and iris colour set to neutral. These regions are a few percent of
+    the image, so the whole-image losses hardly see them."""
+    with torch.no_grad():
+        params = faces.params_from_z(z)
+        for name in FACIAL_FEATURES:
+            params[:, faces.ATTRIBUTE_NAMES.index(name)] = 0.5
+        mask = ((target - faces.render(params, resolution)).abs().amax(dim=1, keepdim=True) * 10).clamp(max=1)
+    return ((fake - target).abs() * mask).sum() / (mask.sum() * fake.shape[1] + 1.0)
+
+
 def edge_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """L1 between horizontal and vertical image gradients: a cheap push towards sharp edges."""
     dx = (fake[..., :, 1:] - fake[..., :, :-1]) - (real[..., :, 1:] - real[..., :, :-1])
@@ -139,6 +154,12 @@ def train(args: argparse.Namespace) -> None:
             images_seen,
             wall_seconds / 60,
         )
+    elif args.init:  # a second stage: the weights of another state, a fresh optimiser and schedule
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        G.load_state_dict(state["G_ema"])
+        G_ema.load_state_dict(state["G_ema"])
+        images_seen = state["images_seen"]
+        log.info("starting from the EMA weights of %s (%d images seen)", args.init, images_seen)
     lpips_model = load_perceptual(args.lpips_weight > 0)
     log.info(
         "generator: %.2f M parameters, %d ws; LPIPS %s",
@@ -178,6 +199,9 @@ def train(args: argparse.Namespace) -> None:
         fake = G(z, noise_mode="const")
         losses = {"l1": F.l1_loss(fake, target), "edge": edge_loss(fake, target)}
         total = args.l1_weight * losses["l1"] + args.edge_weight * losses["edge"]
+        if args.feature_weight > 0:
+            losses["features"] = feature_loss(fake, target, z, args.resolution)
+            total = total + args.feature_weight * losses["features"]
         if lpips_model is not None and iteration % args.lpips_every == 0:
             losses["lpips"] = lpips_model(fake, target).mean()
             total = total + args.lpips_weight * losses["lpips"]
@@ -388,10 +412,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--l1-weight", type=float, default=1.0)
     p.add_argument("--edge-weight", type=float, default=1.0)
     p.add_argument("--lpips-weight", type=float, default=1.0)
+    p.add_argument("--feature-weight", type=float, default=0.0, help="weight of the facial-feature L1 (0 = off)")
     p.add_argument("--lpips-every", type=int, default=2, help="apply the LPIPS term on every k-th iteration")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared, busy CPU)")
     p.add_argument("--adversarial", action="store_true", help="GAN fine-tune of the supervised state --init")
-    p.add_argument("--init", help="supervised state file the adversarial fine-tune starts from")
+    p.add_argument(
+        "--init", help="state whose EMA weights a new stage starts from (supervised: fresh schedule; --adversarial)"
+    )
     p.add_argument("--gan-lr", type=float, default=1e-3, help="Adam lr of G and D in the adversarial fine-tune")
     p.add_argument("--r1-gamma", type=float, default=0.05, help="R1 weight (StyleGAN2's 2e-4 * res^2 / batch at 64 px)")
     p.add_argument("--r1-every", type=int, default=16, help="lazy R1: apply the penalty every k-th D step")
