@@ -36,7 +36,7 @@ from pti.tune import pivotal_tune  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-EDIT_DIRECTION, EDIT_STRENGTH = "smile", 3.0
+EDIT_DIRECTION, EDIT_STRENGTH = "yaw", 3.0  # a direction the default model draws (smile it does not)
 
 
 def targets(count: int, resolution: int) -> dict[str, torch.Tensor]:
