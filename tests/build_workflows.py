@@ -306,8 +306,8 @@ def invert_tune_edit_sweep(specs: dict) -> Graph:
     model, photo = _sources(graph)
     project, tune = _invert(graph, model, photo)
     places = {"direction": (2, 4), "edit": (3, 2), "decode": (4, 0)}
-    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "smile", "-3:3:5", places)
-    _save_grid(graph, decode, edit, "PTI/smile_sweep", 5, (5, 0))
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "yaw", "-3:3:5", places)
+    _save_grid(graph, decode, edit, "PTI/yaw_sweep", 5, (5, 0))
     keep = graph.add("PTI_SavePTI", 3, 5, name="example_face", destination="output/pti")
     graph.link(model, "generator", keep, "base_generator")
     graph.link(tune, "tuned_generator", keep, "tuned_generator")
@@ -342,7 +342,7 @@ def align_edit_paste_back(specs: dict) -> Graph:
     graph.link(model, "generator", align, "generator")
     project, tune = _invert(graph, model, align, "aligned", column=2)
     places = {"direction": (3, 4), "edit": (4, 0), "decode": (5, 0)}
-    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "smile", "-2:2:3", places)
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "glasses", "-2:2:3", places)
     paste = graph.add("PTI_PasteBack", 5, 3, feather=0.08)
     graph.link(photo, "IMAGE", paste, "original")
     graph.link(decode, "image", paste, "edited")
