@@ -105,6 +105,29 @@ def learning_rate(args: argparse.Namespace, wall_seconds: float, iteration: int)
     return args.lr * max(0.05, warmup) * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
+@torch.no_grad()
+def update_ema(G_ema: Generator, G: Generator, beta: float) -> None:
+    """Move every EMA weight a ``1 - beta`` step towards the trained weight."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+
+
+def update_running(running: dict[str, float], losses: dict[str, torch.Tensor]) -> None:
+    """Exponential running means of the logged losses (what the progress lines print)."""
+    for key, value in losses.items():
+        running[key] = 0.9 * running.get(key, value.item()) + 0.1 * value.item()
+
+
+def format_running(running: dict[str, float]) -> str:
+    return "  ".join(f"{key} {value:.4f}" for key, value in running.items())
+
+
+def checkpoint_due(args: argparse.Namespace, last_checkpoint: float, wall_seconds: float, iteration: int) -> bool:
+    """A periodic checkpoint is due (the final one is written after the loop)."""
+    overdue = time.time() - last_checkpoint > args.checkpoint_minutes * 60.0
+    return overdue and not finished(args, wall_seconds, iteration)
+
+
 def finished(args: argparse.Namespace, wall_seconds: float, iteration: int) -> bool:
     """The run has used its wall-time budget or its iteration cap (the last iteration writes a checkpoint)."""
     return wall_seconds >= args.minutes * 60.0 or iteration >= args.max_iterations
@@ -208,15 +231,11 @@ def train(args: argparse.Namespace) -> None:
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        with torch.no_grad():
-            beta = min(args.ema_beta, (1.0 + iteration) / (10.0 + iteration))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.lerp_(p, 1.0 - beta)
+        update_ema(G_ema, G, min(args.ema_beta, (1.0 + iteration) / (10.0 + iteration)))
         iteration += 1
         images_seen += args.batch
         wall_seconds = time.time() - started
-        for key, value in losses.items():
-            running[key] = 0.9 * running.get(key, value.item()) + 0.1 * value.item()
+        update_running(running, losses)
         if iteration % args.log_every == 0:
             log.info(
                 "it %6d  img %7d  %5.1f min  lr %.2e  %s",
@@ -224,11 +243,9 @@ def train(args: argparse.Namespace) -> None:
                 images_seen,
                 wall_seconds / 60,
                 lr,
-                "  ".join(f"{k} {v:.4f}" for k, v in running.items()),
+                format_running(running),
             )
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 and not finished(
-            args, wall_seconds, iteration
-        ):
+        if checkpoint_due(args, last_checkpoint, wall_seconds, iteration):
             checkpoint()
             last_checkpoint = time.time()
     checkpoint()
@@ -321,24 +338,19 @@ def train_adversarial(args: argparse.Namespace) -> None:
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.lerp_(p, 1.0 - args.ema_beta)
+        update_ema(G_ema, G, args.ema_beta)
         iteration += 1
         images_seen += args.batch
         wall_seconds = time.time() - started
-        for key, value in losses.items():
-            running[key] = 0.9 * running.get(key, value.item()) + 0.1 * value.item()
+        update_running(running, losses)
         if iteration % args.log_every == 0:
             log.info(
                 "adv it %5d  %5.1f min  %s",
                 iteration,
                 wall_seconds / 60,
-                "  ".join(f"{k} {v:.4f}" for k, v in running.items()),
+                format_running(running),
             )
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60.0 and not finished(
-            args, wall_seconds, iteration
-        ):
+        if checkpoint_due(args, last_checkpoint, wall_seconds, iteration):
             checkpoint()
             last_checkpoint = time.time()
     checkpoint()
