@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from .ops import normalize_2nd_moment
+
 ATTRIBUTE_NAMES: tuple[str, ...] = (
     "skin_tone",  # light -> dark
     "face_width",  # narrow -> wide
@@ -57,9 +59,7 @@ def params_from_z(z: torch.Tensor) -> torch.Tensor:
     by < 0.01 for P = 21), so the parameters stay close to uniform.
     """
     _check_columns(z, "z")
-    z = z.float()
-    z = z * z.square().mean(dim=1, keepdim=True).add(1e-8).rsqrt()
-    return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    return 0.5 * (1.0 + torch.erf(normalize_2nd_moment(z.float()) / math.sqrt(2.0)))
 
 
 def attributes_from_params(params: torch.Tensor) -> torch.Tensor:

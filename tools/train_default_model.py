@@ -133,6 +133,11 @@ def finished(args: argparse.Namespace, wall_seconds: float, iteration: int) -> b
     return wall_seconds >= args.minutes * 60.0 or iteration >= args.max_iterations
 
 
+def state_settings(state: dict) -> dict:
+    """The command-line settings a state was trained with (states older than the option used StyleGAN's 0.01)."""
+    return {"mapping_lr_multiplier": 0.01, **json.loads(state["settings"])}
+
+
 def save_state(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -268,7 +273,7 @@ def train_adversarial(args: argparse.Namespace) -> None:
     state_path.parent.mkdir(parents=True, exist_ok=True)
     resume = args.resume and state_path.exists()
     source = torch.load(state_path if resume else args.init, map_location="cpu", weights_only=True)
-    settings = {"mapping_lr_multiplier": 0.01, **json.loads(source["settings"])}
+    settings = state_settings(source)
     G = build_generator(argparse.Namespace(**settings))
     G.load_state_dict(source["G_ema"] if not resume else source["G"])
     G_ema = clone_generator(G).eval().requires_grad_(False)
@@ -368,7 +373,7 @@ def export(args: argparse.Namespace) -> None:
     from pti.checkpoints import save_generator
 
     state = torch.load(args.state, map_location="cpu", weights_only=True)
-    settings = {"mapping_lr_multiplier": 0.01, **json.loads(state["settings"])}
+    settings = state_settings(state)
     G = build_generator(argparse.Namespace(**settings))
     G.load_state_dict(state["G_ema"])
     G.eval().requires_grad_(False)
