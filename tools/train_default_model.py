@@ -14,6 +14,11 @@ The run is time-boxed (``--minutes`` of wall time, cosine learning-rate decay ov
 state file is written every ``--checkpoint-minutes`` and ``--resume`` continues from it. ``--export`` turns the
 state file into the shipped ``generator.safetensors`` (fp16) with ``w_avg`` measured over 10,000 z.
 
+``--init STATE`` starts a new stage (fresh optimiser and schedule) from the EMA weights of an earlier state, for
+example after a change to the renderer; with a larger ``--channel-base``/``--channel-max`` than that state's, the
+generator is widened without changing its images (:func:`load_widened`). Each state carries the stages it was built
+on, and the export records all of them.
+
     nohup nice -n 10 python tools/train_default_model.py --state /work/runs/default/state.pt --minutes 65 \\
         > /work/runs/default/train.log 2>&1 &
     python tools/train_default_model.py --state /work/runs/default/state.pt \\
@@ -138,6 +143,53 @@ def state_settings(state: dict) -> dict:
     return {"mapping_lr_multiplier": 0.01, **json.loads(state["settings"])}
 
 
+@torch.no_grad()
+def load_widened(G: Generator, narrow: dict[str, torch.Tensor]) -> list[str]:
+    """Load the weights of a generator with fewer channels per layer into ``G`` so that ``G`` computes the same
+    images, and return the names of the widened tensors. ``G``'s own (seeded) initialisation stays in every new slice
+    except the connections from a new input channel into an old output, which start at zero: the old channels see
+    exactly what they saw before (demodulation included) and the new ones can learn from the first step. ToRGB
+    layers scale their styles by 1/sqrt(in_channels), so their old weights are rescaled to keep the same output."""
+    widened = []
+    for name, target in G.state_dict().items():
+        source = narrow[name]
+        if source.shape == target.shape:
+            target.copy_(source)
+            continue
+        if source.ndim != target.ndim or any(s > t for s, t in zip(source.shape, target.shape)):
+            raise ValueError(f"cannot widen {name}: {tuple(source.shape)} does not fit in {tuple(target.shape)}")
+        old = tuple(slice(0, size) for size in source.shape)
+        if ".torgb." in name and name.endswith(".weight") and target.ndim == 4:
+            source = source * math.sqrt(target.shape[1] / source.shape[1])
+        target[old] = source
+        if target.ndim == 4:  # conv weights [out, in, k, k]: new inputs do not reach old outputs
+            target[: source.shape[0], source.shape[1] :] = 0
+        widened.append(name)
+    return widened
+
+
+def stage_record(state: dict) -> dict:
+    """What one training stage did: its settings and its own iterations, images and wall time."""
+    return dict(
+        settings=state_settings(state),
+        iterations=state["iteration"],
+        images_seen_at_end=state["images_seen"],
+        wall_minutes=round(state["wall_seconds"] / 60.0, 1),
+    )
+
+
+def earlier_stages(state: dict) -> list[dict]:
+    """The stages a state was built on (``--init`` chains). States written before stages were recorded name their
+    ``--init`` file only; it is read when it is still on disk."""
+    if "earlier_stages" in state:
+        return json.loads(state["earlier_stages"])
+    init = state_settings(state).get("init")
+    if not init or state_settings(state).get("adversarial") or not Path(init).exists():
+        return []
+    source = torch.load(init, map_location="cpu", weights_only=True)
+    return earlier_stages(source) + [stage_record(source)]
+
+
 def save_state(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -169,12 +221,14 @@ def train(args: argparse.Namespace) -> None:
     trainable = [p for p in G.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=args.lr, betas=(0.9, 0.99))
     iteration, images_seen, wall_seconds = 0, 0, 0.0
+    stages: list[dict] = []
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         G.load_state_dict(state["G"])
         G_ema.load_state_dict(state["G_ema"])
         optimizer.load_state_dict(state["optimizer"])
         iteration, images_seen, wall_seconds = state["iteration"], state["images_seen"], state["wall_seconds"]
+        stages = earlier_stages(state)
         log.info(
             "resumed from %s at iteration %d (%d images, %.1f min)",
             state_path,
@@ -184,9 +238,12 @@ def train(args: argparse.Namespace) -> None:
         )
     elif args.init:  # a second stage: the weights of another state, a fresh optimiser and schedule
         state = torch.load(args.init, map_location="cpu", weights_only=True)
-        G.load_state_dict(state["G_ema"])
-        G_ema.load_state_dict(state["G_ema"])
+        widened = load_widened(G, state["G_ema"])
+        if widened:
+            log.info("widened %d tensors of %s to channel_base %d", len(widened), args.init, args.channel_base)
+        G_ema.load_state_dict(G.state_dict())
         images_seen = state["images_seen"]
+        stages = earlier_stages(state) + [stage_record(state)]
         log.info("starting from the EMA weights of %s (%d images seen)", args.init, images_seen)
     lpips_model = load_perceptual(args.lpips_weight > 0)
     log.info(
@@ -205,6 +262,7 @@ def train(args: argparse.Namespace) -> None:
             images_seen=images_seen,
             wall_seconds=wall_seconds,
             settings=json.dumps(vars(args)),
+            earlier_stages=json.dumps(stages),
         )
         save_state(state_path, state)
         save_comparison_grid(G_ema, state_path.with_name("preview.png"), args.resolution)
@@ -384,13 +442,15 @@ def export(args: argparse.Namespace) -> None:
             f"; then an adversarial fine-tune ({state['adversarial_iteration']} iterations, "
             f"{state['adversarial_seconds'] / 60:.1f} min): StyleGAN2 D, non-saturating loss, lazy R1, L1 kept"
         )
+    stages = earlier_stages(state) + [stage_record(state)]
     provenance = dict(
         trained_by="tools/train_default_model.py",
         method=method,
-        iterations=state["iteration"],
+        iterations=sum(stage["iterations"] for stage in stages),
         images_seen=state["images_seen"],
-        wall_minutes=round(state["wall_seconds"] / 60.0, 1),
+        wall_minutes=round(sum(stage["wall_minutes"] for stage in stages), 1),
         settings=settings,
+        stages=stages,
         attributes=list(faces.ATTRIBUTE_NAMES),
         w_avg_samples=W_AVG_SAMPLES,
         note=args.note,
