@@ -247,8 +247,8 @@ class _Scene:
 
     def neck(self, img: torch.Tensor) -> torch.Tensor:
         x, y = self.u - self.cx, self.v - (self.cy + self.ry * 0.95)
-        sdf = _box_sdf(x, y, self.rx * 0.48, 0.32, 0.06)
-        shade = 0.72 * self.lambert((x / (self.rx * 0.6)).clamp(-1, 1) * 0.6, torch.zeros_like(y))
+        sdf = _box_sdf(x, y, self.rx * 0.36, 0.32, 0.06)
+        shade = 0.55 * self.lambert((x / (self.rx * 0.6)).clamp(-1, 1) * 0.6, torch.zeros_like(y))
         return self.over(img, self.skin * shade, self.alpha(sdf))
 
     def ears(self, img: torch.Tensor) -> torch.Tensor:
@@ -264,20 +264,24 @@ class _Scene:
         side = torch.sign(self.x)
         half_width = self.face_half_width(side)
         lower = (self.y / self.ry).clamp(0.0, 1.0)
-        narrowing = 1.0 - (0.10 + 0.40 * self.p["jaw"]) * lower**2
+        jaw = self.p["jaw"]
+        narrowing = 1.0 - (0.05 + 0.60 * jaw) * lower**1.5  # round chin -> narrow, pointed chin
         rx = half_width * narrowing
-        nx, ny = (self.x / rx).clamp(-1, 1), (self.y / self.ry).clamp(-1, 1)
-        sdf = _ellipse_sdf(self.x, self.y, rx, self.ry)
+        ry = self.ry * (1.0 + 0.20 * jaw * (self.y > 0))  # a pointed chin is also a longer one
+        nx, ny = (self.x / rx).clamp(-1, 1), (self.y / ry).clamp(-1, 1)
+        sdf = _ellipse_sdf(self.x, self.y, rx, ry)
         shade = self.lambert(nx * 0.9 - 0.25 * self.yaw, ny * 0.8)
+        raised = (self.p["smile"] * 2.0 - 1.0).clamp(min=0.0)  # a smile lifts and flushes the cheeks
+        cheek_y = self.ry * (0.25 - 0.10 * raised)
         cheeks = torch.zeros_like(self.x)
         for s in (-1.0, 1.0):
             cheeks = cheeks + torch.exp(
-                -(((self.x - self.feature_x(0.4) - s * self.rx * 0.5) ** 2) + (self.y - self.ry * 0.25) ** 2)
+                -(((self.x - self.feature_x(0.4) - s * self.rx * 0.5) ** 2) + (self.y - cheek_y) ** 2)
                 / (2 * (self.rx * 0.18) ** 2)
             )
         blush = torch.tensor([0.95, 0.45, 0.42], device=img.device).view(1, 3, 1, 1)
         colour = self.skin * shade
-        colour = colour + (blush * shade - colour) * 0.18 * cheeks
+        colour = colour + (blush * shade - colour) * (0.15 + 0.30 * raised) * cheeks
         return self.over(img, colour, self.alpha(sdf))
 
     def feature_x(self, depth: float) -> torch.Tensor:
@@ -338,25 +342,26 @@ class _Scene:
     def mouth(self, img: torch.Tensor) -> torch.Tensor:
         p = self.p
         smile = (p["smile"] - 0.5) * 2.0
-        half_width = self.rx * (0.26 + 0.18 * p["mouth_width"]) * (1.0 - 0.15 * self.yaw * torch.sign(self.x))
-        x, y = self.x - self.feature_x(0.32), self.y - self.ry * 0.52
+        half_width = self.rx * (0.20 + 0.40 * p["mouth_width"]) * (1.0 - 0.15 * self.yaw * torch.sign(self.x))
+        x, y = self.x - self.feature_x(0.32), self.y - self.ry * 0.50
         t = (x / half_width).clamp(-1.2, 1.2)
-        curve = smile * self.ry * 0.10 * ((1.0 - t**2) - 0.6)
+        curve = smile * self.ry * 0.32 * ((1.0 - t**2) - 0.6)  # corners up (smile) or down (frown)
         open_amount = smile.clamp(min=0.0)
-        thickness = self.ry * (0.030 + 0.045 * open_amount) * torch.sqrt((1.0 - t**2).clamp(min=0.0)) + self.pixel * 0.4
+        lip = self.ry * (0.035 + 0.025 * p["mouth_width"])  # wide mouths have fuller lips
+        thickness = (lip + self.ry * 0.12 * open_amount) * torch.sqrt((1.0 - t**2).clamp(min=0.0)) + self.pixel * 0.4
         centre = y - curve - thickness * 0.3 * open_amount
         lips_sdf = torch.maximum(centre.abs() - thickness, x.abs() - half_width)
-        lips = torch.tensor([0.72, 0.30, 0.30], device=img.device).view(1, 3, 1, 1)
-        lip_colour = (self.skin * 0.5 + lips * 0.5) * self.lambert(t * 0.3, centre * 0)
+        lips = torch.tensor([0.66, 0.20, 0.22], device=img.device).view(1, 3, 1, 1)
+        lip_colour = (self.skin * 0.35 + lips * 0.65) * self.lambert(t * 0.3, centre * 0)
         img = self.over(img, lip_colour, self.alpha(lips_sdf))
         inner_sdf = torch.maximum(
-            centre.abs() - thickness * 0.45 * open_amount - self.pixel * 0.3, x.abs() - half_width * 0.95
+            centre.abs() - thickness * 0.55 * open_amount - self.pixel * 0.3, x.abs() - half_width * 0.92
         )
-        inner = torch.tensor([0.25, 0.06, 0.06], device=img.device).view(1, 3, 1, 1)
+        inner = torch.tensor([0.22, 0.05, 0.05], device=img.device).view(1, 3, 1, 1)
         img = self.over(img, inner, self.alpha(inner_sdf))
         teeth = torch.tensor([0.93, 0.91, 0.86], device=img.device).view(1, 3, 1, 1)
         teeth_sdf = torch.maximum(
-            (centre + thickness * 0.12).abs() - thickness * 0.25 * open_amount, x.abs() - half_width * 0.7
+            (centre + thickness * 0.15).abs() - thickness * 0.28 * open_amount, x.abs() - half_width * 0.7
         )
         return self.over(img, teeth, self.alpha(teeth_sdf) * (open_amount * 2.5 - 0.5).clamp(0, 1))
 

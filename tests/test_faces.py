@@ -70,6 +70,25 @@ def test_smile_raises_mouth_corners_and_shows_teeth():
     assert dark_row(frown, corner) > dark_row(frown, centre)
 
 
+def test_wider_mouth_spans_more_columns():
+    images = sweep("mouth_width", [0.0, 0.25, 0.5, 0.75, 1.0], glasses=0.0)
+    rgb = (images + 1).div(2)[:, :, 30:42, 20:44]  # the mouth band
+    redness = rgb[:, 0] - rgb[:, 1]
+    lip_columns = (redness - redness.median() > 0.05).any(1).sum(1)  # lips are redder than the skin around them
+    assert (lip_columns[1:] > lip_columns[:-1]).all(), lip_columns
+    assert lip_columns[-1] >= 2 * lip_columns[0]
+
+
+def test_pointed_jaw_narrows_the_lower_face_only():
+    images = sweep("jaw", [0.0, 0.5, 1.0], hair_length=0.0, glasses=0.0)
+    rgb = (images + 1).div(2)
+    background = rgb[:, :, 38:39, 0:1]
+    face_columns = ((rgb[:, :, 38] - background[:, :, 0]).abs().sum(1) > 0.15).sum(1)  # just below the mouth
+    assert (face_columns[1:] < face_columns[:-1]).all(), face_columns
+    change = (images[2] - images[0]).abs().sum(0)
+    assert change[:30].sum() < 0.05 * change.sum()  # the eyes, hair and forehead stay put
+
+
 def test_glasses_attribute_records_the_drawn_opacity_and_only_the_eye_band_changes():
     params = neutral(3)
     params[:, faces.ATTRIBUTE_NAMES.index("glasses")] = torch.tensor([0.1, 0.5, 0.9])
