@@ -10,6 +10,9 @@ the attribute regressor ``a(.)``:
 - ``retained = sum_s s * change_pti(s) / sum_s s * change_w(s)``  (ratio of the least-squares slopes; 1 = the edit
   moves the attribute as much after PTI as before; acceptance: >= 0.7)
 - ``LPIPS(G'(w + s d), G'(w))`` per strength: how much of the image the edit changes (identity kept when small).
+- per image, without the regressor (which was trained on renders and reads a tuned, photo-like reconstruction less
+  reliably): the cosine between the edit's pixel change after and before PTI, ``G'(w + s d) - G'(w)`` against
+  ``G(w + s d) - G(w)``, and the ratio of their sizes.
 
 Usage: ``python benchmarks/bench_editing.py [--images 4] [--device cuda] [--out benchmarks/results/editing.json]``
 """
@@ -56,7 +59,9 @@ def measure(args: argparse.Namespace) -> dict:
         photos = torch.cat([photos, *real])
     photos = photos.to(device)
 
-    per_attribute = {name: {"num": 0.0, "den": 0.0, "lpips": [0.0] * len(strengths)} for name in directions}
+    per_attribute = {
+        name: {"num": 0.0, "den": 0.0, "lpips": [0.0] * len(strengths), "per_image": []} for name in directions
+    }
     inversions = []
     for index, photo in enumerate(photos):
         started = time.perf_counter()
@@ -93,10 +98,23 @@ def measure(args: argparse.Namespace) -> dict:
                     predict_attributes(images_pti, regressor)[:, k] - predict_attributes(rec_pti, regressor)[0, k]
                 )
                 distances = lpips(images_pti, rec_pti.expand_as(images_pti)).flatten()
+                pixels_w, pixels_pti = (images_w - rec_w).flatten(1), (images_pti - rec_pti).flatten(1)
+                moved = pixels_w.norm(dim=1) > 0  # strength 0 changes nothing
+                agreement = torch.nn.functional.cosine_similarity(pixels_pti[moved], pixels_w[moved]).mean()
+                magnitude = (pixels_pti[moved].norm(dim=1) / pixels_w[moved].norm(dim=1)).mean()
             s = torch.tensor(strengths, device=device)
             entry = per_attribute[name]
-            entry["num"] += float((s * change_pti).sum())
-            entry["den"] += float((s * change_w).sum())
+            num, den = float((s * change_pti).sum()), float((s * change_w).sum())
+            entry["num"] += num
+            entry["den"] += den
+            entry["per_image"].append(
+                {
+                    "retained": num / den if den else float("nan"),
+                    "slope_w_per_unit": den / float((s * s).sum()),
+                    "pixel_agreement": float(agreement),  # cosine of the edit's pixel change after vs before PTI
+                    "pixel_magnitude": float(magnitude),  # its size after PTI relative to before
+                }
+            )
             entry["lpips"] = [a + float(b) / len(photos) for a, b in zip(entry["lpips"], distances)]
         log.info("image %d/%d: %s", index + 1, len(photos), inversions[-1])
 
@@ -107,6 +125,7 @@ def measure(args: argparse.Namespace) -> dict:
             "retained": entry["num"] / entry["den"] if entry["den"] else float("nan"),
             "slope_w_per_unit": slope_w,
             "lpips_by_strength": dict(zip([f"{v:+g}" for v in strengths], entry["lpips"])),
+            "per_image": entry["per_image"],  # same order as "inversions": where the effect is kept or lost
         }
     return {
         "settings": vars(args),
