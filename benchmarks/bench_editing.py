@@ -44,6 +44,11 @@ from pti.tune import pivotal_tune  # noqa: E402
 log = logging.getLogger("bench_editing")
 
 
+def retention(num: float, den: float) -> float:
+    """Ratio of the after-PTI slope to the W-only slope (NaN when the edit did not move the attribute at all)."""
+    return num / den if den else float("nan")
+
+
 def measure(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     G = load_generator(args.checkpoint, device=device)
@@ -99,9 +104,10 @@ def measure(args: argparse.Namespace) -> dict:
                 )
                 distances = lpips(images_pti, rec_pti.expand_as(images_pti)).flatten()
                 pixels_w, pixels_pti = (images_w - rec_w).flatten(1), (images_pti - rec_pti).flatten(1)
-                moved = pixels_w.norm(dim=1) > 0  # strength 0 changes nothing
+                size_w = pixels_w.norm(dim=1)
+                moved = size_w > 0  # strength 0 changes nothing
                 agreement = torch.nn.functional.cosine_similarity(pixels_pti[moved], pixels_w[moved]).mean()
-                magnitude = (pixels_pti[moved].norm(dim=1) / pixels_w[moved].norm(dim=1)).mean()
+                magnitude = (pixels_pti[moved].norm(dim=1) / size_w[moved]).mean()
             s = torch.tensor(strengths, device=device)
             entry = per_attribute[name]
             num, den = float((s * change_pti).sum()), float((s * change_w).sum())
@@ -109,7 +115,7 @@ def measure(args: argparse.Namespace) -> dict:
             entry["den"] += den
             entry["per_image"].append(
                 {
-                    "retained": num / den if den else float("nan"),
+                    "retained": retention(num, den),
                     "slope_w_per_unit": den / float((s * s).sum()),
                     "pixel_agreement": float(agreement),  # cosine of the edit's pixel change after vs before PTI
                     "pixel_magnitude": float(magnitude),  # its size after PTI relative to before
@@ -122,7 +128,7 @@ def measure(args: argparse.Namespace) -> dict:
     for name, entry in per_attribute.items():
         slope_w = entry["den"] / (len(photos) * sum(v * v for v in strengths))
         rows[name] = {
-            "retained": entry["num"] / entry["den"] if entry["den"] else float("nan"),
+            "retained": retention(entry["num"], entry["den"]),
             "slope_w_per_unit": slope_w,
             "lpips_by_strength": dict(zip([f"{v:+g}" for v in strengths], entry["lpips"])),
             "per_image": entry["per_image"],  # same order as "inversions": where the effect is kept or lost

@@ -168,6 +168,7 @@ class _Scene:
         self.cx = (p["head_x"] - 0.5) * 0.30
         self.cy = -0.10 + (p["head_y"] - 0.5) * 0.22
         self.yaw = (p["yaw"] - 0.5) * 2.0
+        self.smile = (p["smile"] - 0.5) * 2.0  # frown -1 ... broad smile +1
         angle = (p["roll"] - 0.5) * 0.5
         cos, sin = torch.cos(angle), torch.sin(angle)
         dx, dy = self.u - self.cx, self.v - self.cy
@@ -271,7 +272,7 @@ class _Scene:
         nx, ny = (self.x / rx).clamp(-1, 1), (self.y / ry).clamp(-1, 1)
         sdf = _ellipse_sdf(self.x, self.y, rx, ry)
         shade = self.lambert(nx * 0.9 - 0.25 * self.yaw, ny * 0.8)
-        raised = (self.p["smile"] * 2.0 - 1.0).clamp(min=0.0)  # a smile lifts and flushes the cheeks
+        raised = self.smile.clamp(min=0.0)  # a smile lifts and flushes the cheeks
         cheek_y = self.ry * (0.25 - 0.10 * raised)
         cheeks = torch.zeros_like(self.x)
         for s in (-1.0, 1.0):
@@ -341,12 +342,11 @@ class _Scene:
 
     def mouth(self, img: torch.Tensor) -> torch.Tensor:
         p = self.p
-        smile = (p["smile"] - 0.5) * 2.0
         half_width = self.rx * (0.20 + 0.40 * p["mouth_width"]) * (1.0 - 0.15 * self.yaw * torch.sign(self.x))
         x, y = self.x - self.feature_x(0.32), self.y - self.ry * 0.50
         t = (x / half_width).clamp(-1.2, 1.2)
-        curve = smile * self.ry * 0.32 * ((1.0 - t**2) - 0.6)  # corners up (smile) or down (frown)
-        open_amount = smile.clamp(min=0.0)
+        curve = self.smile * self.ry * 0.32 * ((1.0 - t**2) - 0.6)  # corners up (smile) or down (frown)
+        open_amount = self.smile.clamp(min=0.0)
         lip = self.ry * (0.035 + 0.025 * p["mouth_width"])  # wide mouths have fuller lips
         thickness = (lip + self.ry * 0.12 * open_amount) * torch.sqrt((1.0 - t**2).clamp(min=0.0)) + self.pixel * 0.4
         centre = y - curve - thickness * 0.3 * open_amount

@@ -183,8 +183,9 @@ def earlier_stages(state: dict) -> list[dict]:
     ``--init`` file only; it is read when it is still on disk."""
     if "earlier_stages" in state:
         return json.loads(state["earlier_stages"])
-    init = state_settings(state).get("init")
-    if not init or state_settings(state).get("adversarial") or not Path(init).exists():
+    settings = state_settings(state)
+    init = settings.get("init")
+    if not init or settings.get("adversarial") or not Path(init).exists():
         return []
     source = torch.load(init, map_location="cpu", weights_only=True)
     return earlier_stages(source) + [stage_record(source)]
