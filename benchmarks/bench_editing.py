@@ -80,6 +80,7 @@ def measure(args: argparse.Namespace) -> dict:
             lpips_threshold=args.tune_threshold,
             locality=args.locality,
             seed=index,
+            preset=args.tune_preset,
         )
         tuned_at = time.perf_counter()
         with torch.no_grad():
@@ -184,6 +185,12 @@ def main() -> None:
         default=None,
         help="LPIPS early-stop threshold of tuning (default: the preset's 0.06, what users get); 0 runs every step, "
         "so G' moves as far from G as the step budget allows (a stress test)",
+    )
+    parser.add_argument(
+        "--tune-preset",
+        default="fast",
+        choices=["fast", "reference"],
+        help="tuning preset after the (fast) projection: fast = rank-4 updates (default), reference = every weight",
     )
     parser.add_argument(
         "--locality", action="store_true", help="tune with the locality regulariser (keeps G' like G off the pivot)"
