@@ -42,7 +42,7 @@ EDIT_DIRECTION, EDIT_STRENGTH = "yaw", 3.0  # a direction the default model draw
 def targets(count: int, resolution: int) -> dict[str, torch.Tensor]:
     """Held-out rendered faces (seeds the default model never trained on) and real photo crops."""
     rendered = faces.render_from_z(faces.sample_z(count, seed=987_654), resolution).clamp(-1, 1)
-    photo = load_image(REPO / "examples" / "example_face.png")
+    photo = load_image(REPO / "workflows" / "pti_example_face.png")
     photos = [prepare_target(photo, resolution), prepare_target(torch.flip(photo, dims=[2])[:, 8:, 4:-4], resolution)]
     return {"rendered faces (in-domain)": rendered, "real photos (out-of-domain)": torch.cat(photos[:count])}
 

@@ -15,7 +15,7 @@ from pti.image import load_image
 from pti.metrics import psnr
 from pti.project import Latent, synthesize
 
-EXAMPLE = REPO_ROOT / "examples" / "example_face.png"
+EXAMPLE = REPO_ROOT / "workflows" / "pti_example_face.png"
 
 
 @pytest.fixture(scope="module")

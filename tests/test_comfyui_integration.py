@@ -161,6 +161,12 @@ def test_server_lists_every_pack_node_from_this_pack(server, object_info):
     assert set(server.get("/workflow_templates").get(PACK_DIR_NAME, [])) >= {
         p.stem for p in WORKFLOW_DIR.glob("*.json")
     }, "the workflows must appear in ComfyUI's template browser"
+    for path in WORKFLOW_DIR.glob("*.json"):  # what the template browser fetches when one is opened
+        try:
+            served = server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+        except urllib.error.HTTPError as error:
+            pytest.fail(f"the template browser cannot open {path.name}: {error}")
+        assert served == json.loads(path.read_text()), f"the template browser serves another {path.name}"
 
 
 def _run(server: ComfyServer, workflow: dict, object_info: dict) -> dict:

@@ -40,7 +40,7 @@ def errors(G, latent, targets):
 
 @pytest.fixture(scope="module")
 def photo():
-    return prepare_target(load_image(REPO_ROOT / "examples" / "example_face.png"), 32)
+    return prepare_target(load_image(REPO_ROOT / "workflows" / "pti_example_face.png"), 32)
 
 
 @pytest.fixture(scope="module")

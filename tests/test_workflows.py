@@ -39,6 +39,19 @@ def test_there_are_workflows_for_each_use_case():
     assert (WORKFLOW_DIR / EXAMPLE_IMAGE).is_file(), "the example photo the workflows load must ship with the pack"
 
 
+# ComfyUI serves a pack's templates from the FIRST of these folders that exists (app/custom_node_manager.py), while its
+# template list globs all of them: another of these folders in the pack makes every listed workflow a 404.
+COMFYUI_TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
+
+
+def test_no_folder_shadows_the_workflows_in_the_template_browser():
+    pack = WORKFLOW_DIR.parent
+    present = [name for name in COMFYUI_TEMPLATE_FOLDERS if (pack / name).exists()]
+    assert present == [WORKFLOW_DIR.name], (
+        f"ComfyUI would serve templates from {present[0]}/, not {WORKFLOW_DIR.name}/: rename {present[:-1]}"
+    )
+
+
 def test_workflow_files_are_up_to_date_with_the_builder():
     built = build_all()
     for name, workflow in built.items():
