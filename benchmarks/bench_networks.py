@@ -3,7 +3,8 @@
 Strategies compared on the same weights in one run (ratios are what matter on a shared, noisy machine):
 * ``grouped``  -- one weight per sample, a single grouped convolution (``fused=True``);
 * ``shared``   -- scale activations, one shared-weight convolution, demodulate after (``fused=False``);
-* ``einsum``   -- per-sample weights applied with ``torch.einsum`` over unfolded patches (candidate only).
+* ``einsum``   -- per-sample weights applied with ``torch.einsum`` over unfolded patches (candidate only);
+* ``auto``     -- what ``ops.modulated_conv2d`` picks by itself (``fused=None``) for each call.
 
     python benchmarks/bench_networks.py [--resolution 256] [--batch 1 4] [--repeats 3] [--device cpu]
 """
@@ -52,7 +53,12 @@ def _forced(fused: bool):
     return call
 
 
-STRATEGIES = {"grouped": _forced(True), "shared": _forced(False), "einsum": einsum_modulated_conv2d}
+STRATEGIES = {
+    "grouped": _forced(True),
+    "shared": _forced(False),
+    "einsum": einsum_modulated_conv2d,
+    "auto": ops.modulated_conv2d,
+}
 
 
 def ffhq_generator(resolution: int, device: str) -> Generator:
@@ -106,13 +112,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     args = parser.parse_args()
+    strategies = ["grouped", *(name for name in args.strategies if name != "grouped")]  # the baseline
     rows = []
     for resolution in args.resolution:
         G = ffhq_generator(resolution, args.device)
         for batch in args.batch:
             ws = G.mapping(torch.randn(batch, 512, device=args.device), None).detach()
-            timings = {name: measure(G, ws, impl, args.repeats, args.device) for name, impl in STRATEGIES.items()}
+            timings = {name: measure(G, ws, STRATEGIES[name], args.repeats, args.device) for name in strategies}
             base = timings["grouped"]
             for name, (fwd, both) in timings.items():
                 rows.append((resolution, batch, name, fwd, both, base[1] / both))

@@ -224,15 +224,19 @@ def modulated_conv2d(
 
     ``x`` ``[N, I, H, W]``, ``weight`` ``[O, I, kh, kw]``, ``styles`` ``[N, I]``, ``noise`` broadcastable to the
     output. ``fused=True`` builds one weight per sample and runs a grouped convolution; ``fused=False`` scales
-    activations around a single shared-weight convolution (measured faster on CPU for batches above one, see
-    ``benchmarks/bench_networks.py``). ``None`` picks the faster one for the batch size.
+    activations around a single shared-weight convolution. ``None`` picks grouped only for a single sample that
+    needs no gradient (rendering), shared otherwise — for batches and for every call that is differentiated
+    (projection, tuning, training), as NVIDIA's code does in training mode; measured in
+    ``benchmarks/bench_networks.py``.
     """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     if styles.shape != (batch, in_channels):
         raise ValueError(f"styles must be [{batch}, {in_channels}], got {list(styles.shape)}")
     if fused is None:
-        fused = batch == 1
+        fused = batch == 1 and not (
+            torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or styles.requires_grad)
+        )
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
     dcoefs = None

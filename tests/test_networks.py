@@ -152,6 +152,31 @@ def test_fused_and_unfused_modconv_agree_and_backpropagate():
     assert weight.grad is not None and weight.grad.abs().sum() > 0
 
 
+def test_modconv_picks_grouped_only_for_one_undifferentiated_sample(monkeypatch):
+    """The per-call rule: grouped for a single rendered sample; shared for batches and for anything differentiated
+    (projection, tuning, training), where it was measured faster (benchmarks/bench_networks.py)."""
+    original = ops.conv2d_resample
+    convolved_weights = []
+    monkeypatch.setattr(
+        ops, "conv2d_resample", lambda x, w, **kwargs: convolved_weights.append(w) or original(x, w, **kwargs)
+    )
+
+    def strategy(batch: int, grad_enabled: bool = True, needs_grad: str = "") -> str:
+        tensors = {"x": torch.randn(batch, 8, 8, 8), "weight": torch.randn(4, 8, 3, 3), "styles": torch.randn(batch, 8)}
+        if needs_grad:
+            tensors[needs_grad].requires_grad_(True)
+        with torch.set_grad_enabled(grad_enabled):
+            ops.modulated_conv2d(tensors["x"], tensors["weight"], tensors["styles"], padding=1)
+        # The shared path convolves with the layer's own weight; the grouped one with per-sample modulated weights.
+        return "shared" if convolved_weights[-1] is tensors["weight"] else "grouped"
+
+    assert strategy(1) == "grouped"
+    assert strategy(4) == "shared"
+    for needs_grad in ("x", "weight", "styles"):
+        assert strategy(1, needs_grad=needs_grad) == "shared", needs_grad
+        assert strategy(1, grad_enabled=False, needs_grad=needs_grad) == "grouped", needs_grad
+
+
 def test_upsample_and_downsample_preserve_constant_images():
     f = ops.setup_filter([1, 3, 3, 1])
     x = torch.full((1, 2, 8, 8), 0.5)
