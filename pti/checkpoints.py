@@ -204,6 +204,7 @@ def write_safetensors(path: PathLike, tensors: dict[str, torch.Tensor], metadata
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     try:
         save_file(cpu, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors creates its files 0600: a saved result should be readable like a PNG
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pickle
+import stat
 import struct
 import subprocess
 import sys
@@ -26,7 +28,9 @@ from pti.checkpoints import (
     read_safetensors,
     save_generator,
 )
+from pti.delta import save_delta
 from pti.hashing import state_dict_hash
+from pti.project import Latent
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes  # noqa: E402
@@ -95,6 +99,21 @@ def test_metadata_records_config_and_overwrite_is_atomic(tmp_path):
     assert meta["format"] == "pti-generator" and meta["format_version"] == "1"
     assert json.loads(meta["config"]) == G.init_kwargs
     assert meta["hash"] == state_dict_hash(G) == state_dict_hash(tensors)
+
+
+def test_saved_files_are_readable_by_others_like_any_saved_image(tmp_path):
+    """safetensors itself creates 0600 files; a generator, pivot or delta saved here is 0644 like a PNG."""
+    G = make_generator(32)
+    tuned = copy.deepcopy(G)
+    with torch.no_grad():
+        tuned.synthesis.b4.conv1.bias.add_(0.1)
+    written = [
+        save_generator(G, tmp_path / "g.safetensors"),
+        save_delta(tuned, G, tmp_path / "delta.safetensors"),
+        Latent(ws=torch.zeros(1, G.num_ws, G.w_dim)).save(tmp_path / "pivot.safetensors"),
+    ]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
 
 
 def test_edited_weights_fail_the_hash_check(tmp_path):
