@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 
 from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator
 from pti.cli import main
@@ -15,7 +15,7 @@ from pti.image import load_image
 from pti.metrics import psnr
 from pti.project import Latent, synthesize
 
-EXAMPLE = REPO_ROOT / "workflows" / "pti_example_face.png"
+EXAMPLE = WORKFLOW_DIR / EXAMPLE_IMAGE  # the photo of the README main job
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO_ROOT, make_generator, tensor_digest
+from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
+from conftest import make_generator, tensor_digest
 
 from pti.errors import Cancelled
 from pti.image import load_image, prepare_target
@@ -40,7 +41,7 @@ def errors(G, latent, targets):
 
 @pytest.fixture(scope="module")
 def photo():
-    return prepare_target(load_image(REPO_ROOT / "workflows" / "pti_example_face.png"), 32)
+    return prepare_target(load_image(WORKFLOW_DIR / EXAMPLE_IMAGE), 32)
 
 
 @pytest.fixture(scope="module")
