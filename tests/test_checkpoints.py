@@ -495,7 +495,7 @@ def test_default_model_missing_and_present(tmp_path, monkeypatch):
         assert torch.equal(_outputs(H), _outputs(G))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CUDA)")
 def test_load_to_cuda(tmp_path):
     G = make_generator(32)
     H = load_generator(save_generator(G, tmp_path / "g.safetensors"), device="cuda")
