@@ -38,7 +38,7 @@ from pti.checkpoints import load_generator  # noqa: E402
 from pti.edit import default_directions, parse_strengths, strength_sweep  # noqa: E402
 from pti.image import load_image, prepare_target  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
-from pti.project import project, synthesize  # noqa: E402
+from pti.projection import project, synthesize  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 log = logging.getLogger("bench_editing")

@@ -31,7 +31,7 @@ from pti.image import load_image, prepare_target  # noqa: E402
 from pti.metrics import summarize  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
-from pti.project import Latent, project, synthesize  # noqa: E402
+from pti.projection import Latent, project, synthesize  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

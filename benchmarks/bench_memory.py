@@ -41,7 +41,7 @@ def measure(resolution: int, steps: int, device: str) -> dict:
 
     from pti.networks import Generator
     from pti.perceptual import load_lpips
-    from pti.project import project
+    from pti.projection import project
     from pti.tune import pivotal_tune
 
     torch.manual_seed(0)

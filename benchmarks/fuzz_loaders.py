@@ -197,7 +197,7 @@ def rosinality_bytes(G: Generator, zipped: bool = True) -> bytes:
 
 
 def _latent_seed(G: Generator) -> bytes:
-    from pti.project import Latent
+    from pti.projection import Latent
 
     ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))
     noises = {
@@ -275,7 +275,7 @@ class Target:
 def build_targets(names: list[str] | None = None) -> list[Target]:
     """Every fuzz target (or those named), with seeds made from ``tiny_generator()``."""
     from pti.delta import load_delta
-    from pti.project import Latent
+    from pti.projection import Latent
 
     G = tiny_generator()
     directions = _direction_seeds(G)

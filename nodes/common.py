@@ -17,7 +17,7 @@ import folder_paths
 import torch
 
 from ..pti.hashing import state_dict_hash
-from ..pti.image import bchw_to_comfy, prepare_target, to_pil
+from ..pti.image import GeneratorImages, bchw_to_comfy, prepare_target, to_pil
 
 log = logging.getLogger("pti.nodes")
 
@@ -128,8 +128,8 @@ def generator_device(G: torch.nn.Module) -> torch.device:
 # ---------------------------------------------------------------------------------------------------- images
 
 
-def comfy_to_targets(image: torch.Tensor, resolution: int) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B, H, W, C]`` 0..1 -> generator targets ``[B, 3, R, R]`` in ``[-1, 1]`` (CPU).
+def comfy_to_targets(image: torch.Tensor, resolution: int) -> GeneratorImages:
+    """ComfyUI IMAGE ``[B, H, W, C]`` 0..1 -> generator targets ``[B, 3, R, R]`` in ``[-1, 1]`` (CPU), marked as such.
 
     Raises a ValueError naming the problem for a non-IMAGE value, an empty batch or an unusable channel count.
     """
@@ -147,7 +147,7 @@ def comfy_to_targets(image: torch.Tensor, resolution: int) -> torch.Tensor:
     pixels = image.detach().to("cpu", torch.float32)
     if not torch.isfinite(pixels).all():
         raise ValueError("the IMAGE contains NaN or infinite values; check the node that produced it")
-    return prepare_target(pixels.movedim(-1, 1), resolution)
+    return GeneratorImages(prepare_target(pixels, resolution))
 
 
 def generated_to_comfy(images: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from ..pti.project import project
+from ..pti.projection import project
 from ..pti.tune import pivotal_tune
 from . import common
 from .model import decode_latent
@@ -55,7 +55,7 @@ class ProjectPivot:
 
     def project(self, generator, image, steps, space, seed, preset="fast"):
         G = generator
-        targets = common.comfy_to_targets(image, G.img_resolution).to(common.generator_device(G))
+        targets = common.comfy_to_targets(image, G.img_resolution)
         progress = common.NodeProgress()
         with torch.inference_mode(False), torch.enable_grad():
             latent = project(
@@ -107,11 +107,11 @@ class PivotalTune:
 
     def tune(self, generator, image, latent, steps, lpips_threshold, locality, seed):
         G = generator
-        targets = common.comfy_to_targets(image, G.img_resolution).to(common.generator_device(G))
+        targets = common.comfy_to_targets(image, G.img_resolution)
         common.check_latent_fits(latent, G)
-        if len(latent) != targets.shape[0]:
+        if len(latent) != len(targets.pixels):
             raise ValueError(
-                f"got {targets.shape[0]} image(s) but {len(latent)} pivot latent(s): connect the latent that "
+                f"got {len(targets.pixels)} image(s) but {len(latent)} pivot latent(s): connect the latent that "
                 "Project Pivot made from these same images"
             )
         progress = common.NodeProgress()

@@ -20,7 +20,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from ..pti.delta import DELTA_MODES, load_delta, save_delta
-from ..pti.project import Latent
+from ..pti.projection import Latent
 from . import common
 
 log = logging.getLogger("pti.nodes")

@@ -11,7 +11,7 @@ import folder_paths
 import torch
 
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
-from ..pti.project import Latent, synthesize
+from ..pti.projection import Latent, synthesize
 from . import common
 
 log = logging.getLogger("pti.nodes")

@@ -109,7 +109,7 @@ def _run_edit(args: argparse.Namespace) -> int:
     from .checkpoints import load_generator
     from .edit import parse_layer_range, parse_strengths, resolve_direction, strength_sweep
     from .image import make_comparison, save_image
-    from .project import Latent, synthesize
+    from .projection import Latent, synthesize
 
     base = load_generator(args.checkpoint)
     latent = Latent.load(args.latent)

@@ -1,7 +1,11 @@
 """Image I/O and conversions between photos, generator outputs and ComfyUI tensors.
 
-Conventions: the generator works on ``[N, 3, R, R]`` float tensors in ``[-1, 1]``; files and previews are 0..1 or
-8-bit; ComfyUI's IMAGE type is ``[B, H, W, C]`` float 0..1 on the CPU.
+One convention at the public boundary: **a photo is a photo**, in whatever form it arrives: a file path, a PIL image,
+a numpy array or torch tensor (8-bit, 16-bit or float 0..1; ``[H, W]``, ``[H, W, C]``, ``[C, H, W]`` or a batch
+``[N, C, H, W]``), or a ComfyUI IMAGE ``[B, H, W, C]`` float 0..1. Every form of the same photo gives the identical
+target. Images that are already in the generator's space (``[N, 3, H, W]`` float in ``[-1, 1]``, e.g. G's own
+output) are never guessed: wrap them in :class:`GeneratorImages`. A float tensor outside 0..1 is refused with a
+message that says so, instead of being silently read one way or the other.
 
 How a photo becomes a target (``prepare_target``), stated once here because every entry point uses it:
 
@@ -16,6 +20,7 @@ How a photo becomes a target (``prepare_target``), stated once here because ever
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +28,28 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
-ImageLike = torch.Tensor | np.ndarray | Image.Image
-
 _CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
+_UNIT_TOLERANCE = 1e-3  # float photos may overshoot 0..1 by rounding, not by more
+
+
+@dataclass(frozen=True)
+class GeneratorImages:
+    """Images already in the generator's space: ``pixels`` ``[N, 3, H, W]`` (or ``[3, H, W]``) float in ``[-1, 1]``.
+
+    The explicit way to hand generator renderings (or targets made by :func:`prepare_target`) to ``project`` and
+    ``pivotal_tune``; a bare tensor is always read as a photo.
+    """
+
+    pixels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        pixels = self.pixels
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim not in (3, 4) or pixels.shape[-3] != 3:
+            shape = list(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+            raise ValueError(f"GeneratorImages holds [N, 3, H, W] or [3, H, W] tensors in [-1, 1], got {shape}")
+
+
+ImageLike = torch.Tensor | np.ndarray | Image.Image | str | Path | GeneratorImages
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -78,7 +102,9 @@ def _to_nchw(image: ImageLike) -> tuple[torch.Tensor, float]:
     elif isinstance(image, torch.Tensor):
         tensor = image.detach().to("cpu")
         scale = 1.0 if tensor.is_floating_point() else 255.0  # integer images are 8-bit
-        channels_last = False  # torch images are conventionally [C, H, W]
+        channels_last = False  # torch images are conventionally [C, H, W]...
+        if tensor.ndim == 4 and tensor.shape[1] not in _CHANNEL_COUNTS and tensor.shape[-1] in _CHANNEL_COUNTS:
+            tensor = tensor.permute(0, 3, 1, 2)  # ...except a ComfyUI IMAGE batch [B, H, W, C]
     else:
         raise TypeError(f"expected a torch tensor, numpy array or PIL image, got {type(image).__name__}")
 
@@ -132,15 +158,48 @@ def _flatten_channels(nchw: torch.Tensor) -> torch.Tensor:
     return nchw
 
 
-def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
+def _check_unit_range(nchw: torch.Tensor, scale: float) -> None:
+    """Refuse float pixels that are not 0..1: they are generator-space images or 0..255 floats, never photos."""
+    if scale != 1.0 or not nchw.is_floating_point() or nchw.numel() == 0:
+        return
+    if not torch.isfinite(nchw).all():
+        raise ValueError("the image contains NaN or infinite values; fix the image that feeds the inversion")
+    low, high = float(nchw.min()), float(nchw.max())
+    if low < -_UNIT_TOLERANCE:
+        raise ValueError(
+            f"the photo has float pixels down to {low:.3f}: photos are read as 0..1. If this is a generator-space "
+            "image in [-1, 1], pass pti.image.GeneratorImages(tensor); otherwise scale it to 0..1"
+        )
+    if high > 1 + _UNIT_TOLERANCE:
+        raise ValueError(
+            f"the photo has float pixels up to {high:.3f}: photos are read as 0..1 floats or 8-bit integers; "
+            "divide 0..255 floats by 255 (or pass a uint8 array)"
+        )
+
+
+def prepare_target(image: ImageLike | list, resolution: int) -> torch.Tensor:
     """A photo (any size/aspect; RGB, RGBA or grey) -> ``[N, 3, R, R]`` in ``[-1, 1]`` (N = 1 for a single image).
 
-    Accepts a tensor ``[C, H, W]``/``[N, C, H, W]`` (float 0..1 or uint8), a numpy ``[H, W, C]``/``[H, W]`` array or
-    a PIL image. Centre-crops to a square and resizes to ``resolution`` (see the module docstring).
+    Accepts every form listed in the module docstring, a :class:`GeneratorImages` (resized like a photo only when
+    its size differs) or a list mixing them. Centre-crops to a square and resizes to ``resolution`` (see the module
+    docstring).
     """
     if resolution < 4:
         raise ValueError(f"resolution must be at least 4, got {resolution}")
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("no images given")
+        return torch.cat([prepare_target(item, resolution) for item in image])
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    if isinstance(image, GeneratorImages):
+        pixels = image.pixels.detach().to("cpu", torch.float32)
+        pixels = pixels.unsqueeze(0) if pixels.ndim == 3 else pixels
+        if pixels.shape[-2:] == (resolution, resolution):
+            return pixels.clone()
+        image = ((pixels + 1) / 2).clamp(0, 1)
     nchw, scale = _to_nchw(image)
+    _check_unit_range(nchw, scale)
     height, width = nchw.shape[-2:]
     if min(height, width) < 1:
         raise ValueError(f"the image is empty ({height}x{width})")
@@ -154,6 +213,14 @@ def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
         if side < resolution:
             square = F.interpolate(square, size=(resolution, resolution), mode="bicubic", antialias=True)
     return (square.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def as_targets(images: ImageLike | list, resolution: int, device: torch.device | str) -> torch.Tensor:
+    """Photos (or :class:`GeneratorImages`) -> finite ``[N, 3, R, R]`` float32 targets in ``[-1, 1]`` on ``device``."""
+    batch = prepare_target(images, resolution)
+    if not torch.isfinite(batch).all():
+        raise ValueError("the image contains NaN or infinite values; fix the image that feeds the inversion")
+    return batch.to(device)
 
 
 def _as_chw_minus1_1(img: torch.Tensor) -> torch.Tensor:
@@ -185,14 +252,6 @@ def save_image(img: torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     to_pil(img).save(path)
     return path
-
-
-def comfy_to_bchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B, H, W, C]`` float 0..1 -> ``[B, 3, H, W]`` in ``[-1, 1]`` (alpha over white, grey → RGB)."""
-    if image.ndim != 4 or image.shape[-1] not in _CHANNEL_COUNTS:
-        raise ValueError(f"expected a ComfyUI IMAGE [B, H, W, C], got {list(image.shape)}")
-    bchw = _flatten_channels(image.detach().float().permute(0, 3, 1, 2))
-    return (bchw.clamp(0, 1) * 2 - 1).contiguous()
 
 
 def bchw_to_comfy(img: torch.Tensor) -> torch.Tensor:

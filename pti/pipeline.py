@@ -18,10 +18,10 @@ import torch
 
 from .delta import save_delta
 from .hashing import state_dict_hash
-from .image import make_comparison, save_image
+from .image import GeneratorImages, as_targets, make_comparison, save_image
 from .metrics import summarize
 from .networks import Generator
-from .project import CancelFn, Latent, ProgressFn, as_targets, project, projection_settings, synthesize
+from .projection import CancelFn, Latent, ProgressFn, project, projection_settings, synthesize
 from .tune import pivotal_tune, tuning_settings
 
 StageProgress = Callable[[str, int], ProgressFn | None]
@@ -68,12 +68,12 @@ def invert(
 
     started = time.perf_counter()
     pivot = project(
-        G, target, space=space, steps=steps_pivot, seed=seed, preset=preset,
+        G, GeneratorImages(target), space=space, steps=steps_pivot, seed=seed, preset=preset,
         progress=callback("projection", pivot_steps), cancel=cancel,
     )  # fmt: skip
     projected = time.perf_counter()
     tuned = pivotal_tune(
-        G, target, pivot, steps=steps_tune, locality=locality, seed=seed, preset=preset,
+        G, GeneratorImages(target), pivot, steps=steps_tune, locality=locality, seed=seed, preset=preset,
         progress=callback("tuning", tune_steps), cancel=cancel,
     )  # fmt: skip
     finished = time.perf_counter()

@@ -34,13 +34,12 @@ import torch.nn.functional as F
 
 from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
-from .image import to_unit
+from .image import as_targets, to_unit
 from .networks import Generator, clone_generator
-from .project import (
+from .projection import (
     CancelFn,
     Latent,
     ProgressFn,
-    as_targets,
     autograd_ready,
     check_cancel,
     settings_from_preset,
@@ -146,7 +145,7 @@ def pivotal_tune(
 ) -> Generator:
     """Return a NEW generator tuned so that it renders each pivot as the matching image; inputs are not modified.
 
-    ``images``: ``[N, 3, R, R]`` in ``[-1, 1]`` (or anything ``project`` accepts); ``pivots``: a ``Latent`` with N
+    ``images``: the photos, in any form ``project`` accepts; ``pivots``: a ``Latent`` with N
     rows (or 1 row, used for every image). ``preset`` ``"fast"`` (default) or ``"reference"``; ``steps``,
     ``lpips_threshold``, ``locality``, ``lr`` and ``options`` (fields of ``TuningSettings``) override it.
     The result has ``tuning_info`` (dict: steps run, final per-image losses, base hash, settings).

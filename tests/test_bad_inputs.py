@@ -17,7 +17,7 @@ from pack_loader import load_pack, pack_module
 from pti.checkpoints import CheckpointError, load_generator
 from pti.edit import Direction, DirectionError, apply_direction
 from pti.image import prepare_target
-from pti.project import Latent, project, synthesize
+from pti.projection import Latent, project, synthesize
 from pti.tune import pivotal_tune
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -118,7 +118,7 @@ def test_rgba_is_composited_over_white_and_grey_repeated():
     assert prepare_target(np.zeros((32, 32), np.uint8), 32).shape == (1, 3, 32, 32)
     to_targets = pack_module("nodes.common").comfy_to_targets  # the nodes' conversion of an IMAGE
     for channels in (1, 2, 4):
-        targets = to_targets(_photo(batch=2, channels=channels), 32)
+        targets = to_targets(_photo(batch=2, channels=channels), 32).pixels
         assert targets.shape == (2, 3, 32, 32) and targets.min() >= -1 and targets.max() <= 1
 
 
@@ -170,9 +170,9 @@ def test_nan_and_inf_pixels_are_refused_by_the_nodes(value):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nan_and_inf_pixels_are_refused_by_the_core(value):
-    from pti.project import as_targets
+    from pti.projection import as_targets
 
-    photo = torch.rand(1, 3, 32, 32) * 2 - 1
+    photo = torch.rand(1, 3, 32, 32)
     photo[0, 0, 5, 5] = value
     with pytest.raises(ValueError, match="NaN|infinite|finite"):
         as_targets(photo, 32, "cpu")
@@ -181,7 +181,7 @@ def test_nan_and_inf_pixels_are_refused_by_the_core(value):
 def test_empty_batches(G, core_G):
     with pytest.raises(ValueError, match="the IMAGE batch is empty"):
         run_node("PTI_ProjectPivot", generator=G, image=_photo(batch=0), steps=STEPS, space="W", seed=0)
-    empty_latent = pack_module("pti.project").Latent(torch.zeros(0, G.num_ws, G.w_dim), {}, "w", "", {})
+    empty_latent = pack_module("pti.projection").Latent(torch.zeros(0, G.num_ws, G.w_dim), {}, "w", "", {})
     with pytest.raises(ValueError, match="the latent batch is empty"):
         run_node("PTI_Decode", generator=G, latent=empty_latent, truncation_psi=1.0, noise_mode="const")
     with pytest.raises(ValueError, match="empty"):

@@ -15,7 +15,8 @@ from conftest import make_generator, tensor_digest
 from pti.checkpoints import save_generator
 from pti.delta import save_delta
 from pti.errors import Cancelled
-from pti.project import Latent, project
+from pti.image import GeneratorImages
+from pti.projection import Latent, project
 from pti.tune import pivotal_tune
 
 STEPS = 3
@@ -30,7 +31,7 @@ def G():
 def image(G):
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(4)), None)
-        return G.synthesis(ws, noise_mode="const")
+        return GeneratorImages(G.synthesis(ws, noise_mode="const"))
 
 
 def _cancel_at(step: int):
@@ -128,7 +129,7 @@ def test_cancel_button_during_node_projection_and_tuning(G, image):
     packed = pack_module("pti.networks").Generator(**G.init_kwargs)
     packed.load_state_dict(G.state_dict())
     packed.eval()
-    photo = ((image.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
+    photo = ((image.pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
     spec = nodes["PTI_ProjectPivot"].INPUT_TYPES()["required"]
     choices = {n: next((o for o in s[0] if "paper" in o), s[0][0]) for n, s in spec.items() if isinstance(s[0], list)}
     inputs = {**choices, "generator": packed, "image": photo, "steps": STEPS, "space": "W", "seed": 0}
@@ -155,7 +156,7 @@ def _pack():
 def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     nodes, pack_module = _pack()
     common, io_nodes = pack_module("nodes.common"), pack_module("nodes.io")
-    networks, project_module = pack_module("pti.networks"), pack_module("pti.project")
+    networks, project_module = pack_module("pti.networks"), pack_module("pti.projection")
 
     def packed(seed):
         H = networks.Generator(**G.init_kwargs)

@@ -22,7 +22,7 @@ ASTRONAUT_POINTS = "203,101,247,104,225,127,203.5,140.5,245,140.5"
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from pti.checkpoints import save_generator
-    from pti.project import Latent
+    from pti.projection import Latent
 
     root = tmp_path_factory.mktemp("cli_edit")
     G = make_generator(resolution=16, w_dim=32)

@@ -14,7 +14,8 @@ import pytest
 import torch
 from conftest import make_generator, tensor_digest
 
-from pti.project import Latent, project, synthesize
+from pti.image import GeneratorImages
+from pti.projection import Latent, project, synthesize
 from pti.tune import pivotal_tune
 
 STEPS = 3
@@ -28,7 +29,7 @@ def G():
 def _photo(G, seed):
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed)), None)
-        return G.synthesis(ws, noise_mode="const")
+        return GeneratorImages(G.synthesis(ws, noise_mode="const"))
 
 
 def _prompt(G, seed):

@@ -10,7 +10,7 @@ from pti.checkpoints import CheckpointError, load_generator, save_generator
 from pti.delta import export_full, export_state_dict_pt, load_delta, read_delta_metadata, save_delta
 from pti.metrics import psnr
 from pti.networks import Generator
-from pti.project import Latent, synthesize
+from pti.projection import Latent, synthesize
 from pti.tune import pivotal_tune
 
 
@@ -23,7 +23,7 @@ def tuned_pair():
             if "torgb.weight" in name:
                 param.mul_(0.3)
     pivot = Latent(G.mapping.w_avg.view(1, 1, -1).expand(1, G.num_ws, -1).clone(), space="w")
-    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     options = dict(steps=6, lpips_threshold=0.0, lr=3e-3)
     full = pivotal_tune(G, target, pivot, preset="reference", **options)
     low = pivotal_tune(G, target, pivot, preset="fast", rank=2, **options)

@@ -257,7 +257,7 @@ def test_strength_sweep_layout(G):
 
 
 def test_latent_objects_are_edited_as_new_latents(G):
-    project = pytest.importorskip("pti.project")
+    project = pytest.importorskip("pti.projection")
     noise = {"b8.conv0": torch.randn(1, 1, 8, 8)}
     latent = project.Latent(torch.randn(1, G.num_ws, G.w_dim), noise, "w", "hash", {"k": 1})
     before = tensor_digest([latent.ws, latent.noises])

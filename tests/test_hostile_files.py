@@ -292,7 +292,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _latent_load(path):
-    from pti.project import Latent
+    from pti.projection import Latent
 
     return Latent.load(path)
 
@@ -450,7 +450,7 @@ def _valid_files(tmp_path: Path, G) -> dict[str, tuple[Path, object, type]]:
     from fuzz_loaders import tuned_copy
 
     from pti.delta import save_delta
-    from pti.project import Latent
+    from pti.projection import Latent
 
     files = {
         "generator safetensors": (save_generator(G, tmp_path / "g.safetensors"), load_generator, CheckpointError),
@@ -549,14 +549,14 @@ def _latent_file(tmp_path: Path, tensors: dict, metadata: dict) -> Path:
     ],
 )  # fmt: skip
 def test_latent_files_with_bad_contents_are_refused(tmp_path, tensors, metadata, message):
-    from pti.project import Latent
+    from pti.projection import Latent
 
     with pytest.raises(ValueError, match=message):
         Latent.load(_latent_file(tmp_path, tensors, metadata))
 
 
 def test_latent_meta_must_be_an_object(tmp_path):
-    from pti.project import Latent
+    from pti.projection import Latent
 
     path = _latent_file(tmp_path, {"ws": torch.zeros(1, 4, 8)}, {"format": "pti-latent", "space": "w", "meta": "[]"})
     with pytest.raises(ValueError, match="meta"):

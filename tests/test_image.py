@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from PIL import Image
 
 from pti.image import (
     bchw_to_comfy,
-    comfy_to_bchw,
     load_image,
     make_comparison,
     prepare_target,
@@ -74,7 +74,7 @@ def test_comfy_round_trip():
     images = torch.rand(2, 3, 8, 8) * 2 - 1
     comfy = bchw_to_comfy(images)
     assert comfy.shape == (2, 8, 8, 3) and comfy.min() >= 0 and comfy.max() <= 1
-    assert torch.allclose(comfy_to_bchw(comfy), images, atol=1e-6)
+    assert torch.allclose(prepare_target(comfy, 8), images, atol=1e-6)
 
 
 def test_comparison_strip_resizes_to_a_common_height():
@@ -92,3 +92,66 @@ def test_bad_inputs_are_refused_clearly(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read"):
         load_image(tmp_path / "bad.png")
+
+
+def _example_photo_forms(path):
+    """The same photo as every form a user may hand over."""
+    pil = Image.open(path).convert("RGB")
+    array = np.asarray(pil).copy()
+    chw = torch.from_numpy(array).permute(2, 0, 1)
+    return {
+        "path": path,
+        "path as str": str(path),
+        "PIL image": pil,
+        "uint8 array [H, W, C]": array,
+        "float array 0..1": array.astype(np.float32) / 255,
+        "uint8 tensor [C, H, W]": chw,
+        "float tensor 0..1 [C, H, W]": chw.float() / 255,
+        "float tensor batch [1, C, H, W]": chw[None].float() / 255,
+        "ComfyUI IMAGE [1, H, W, C]": torch.from_numpy(array)[None].float() / 255,
+        "load_image": load_image(path),
+    }
+
+
+@pytest.mark.parametrize("name", ["pti_example_photo.jpg", "pti_example_face.png"])
+def test_every_form_of_a_photo_gives_the_identical_target(name):
+    path = REPO_ROOT / "workflows" / name
+    reference = prepare_target(path, 64)
+    for form, value in _example_photo_forms(path).items():
+        assert torch.equal(prepare_target(value, 64), reference), form
+    # The target is the photo itself (centre square, area-resized), not a washed-out copy of it.
+    pil = Image.open(path).convert("RGB")
+    side = min(pil.size)
+    left, top = (pil.width - side) // 2, (pil.height - side) // 2
+    expected = np.asarray(pil.crop((left, top, left + side, top + side)).resize((64, 64), Image.BOX), np.float32)
+    got = ((reference[0].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+    assert 10 * np.log10(255**2 / np.mean((got - expected) ** 2)) >= 40
+
+
+def test_generator_space_images_are_explicit_never_guessed():
+    from pti.image import GeneratorImages
+
+    rendered = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.equal(prepare_target(GeneratorImages(rendered), 16), rendered)
+    with pytest.raises(ValueError, match="GeneratorImages"):  # a bare [-1, 1] tensor is not silently rescaled
+        prepare_target(rendered, 16)
+    with pytest.raises(ValueError, match="divide 0..255 floats by 255"):
+        prepare_target(torch.rand(3, 16, 16) * 255, 16)
+
+
+def test_alpha_grey_16_bit_exif_and_huge_photos_match_their_8_bit_rgb_equivalent(tmp_path):
+    rgb = np.asarray(Image.open(REPO_ROOT / "workflows" / "pti_example_face.png").convert("RGB")).copy()
+    reference = prepare_target(rgb, 64)
+    opaque_rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    assert torch.equal(prepare_target(opaque_rgba, 64), reference)
+    sixteen_bit = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)  # mode I;16
+    assert torch.allclose(prepare_target(sixteen_bit, 64), prepare_target(Image.fromarray(rgb[..., 0]), 64), atol=1e-6)
+    grey = Image.fromarray(rgb[..., 1])
+    assert torch.equal(prepare_target(grey, 64), prepare_target(np.repeat(rgb[..., 1:2], 3, axis=-1), 64))
+    rotated = Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": undoes the counter-clockwise turn above
+    rotated.save(tmp_path / "rotated.png", exif=exif)
+    assert torch.equal(prepare_target(tmp_path / "rotated.png", 64), reference)
+    huge = np.repeat(np.repeat(rgb, 32, axis=0), 32, axis=1)  # 4096 x 4096
+    assert torch.allclose(prepare_target(huge, 128), prepare_target(rgb, 128), atol=1e-6)

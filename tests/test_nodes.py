@@ -120,7 +120,7 @@ def latent_of(G, rows=1, seed=0):
 
 def comfy_target(image, resolution):
     """IMAGE -> [-1, 1] targets at the generator resolution, with the pack's own conversion."""
-    return pack_module("nodes.common").comfy_to_targets(image, resolution)
+    return pack_module("nodes.common").comfy_to_targets(image, resolution).pixels
 
 
 # ----------------------------------------------------------------------------------------------- pack contract

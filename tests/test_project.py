@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_generator, tensor_digest
+from conftest import REPO_ROOT, make_generator, tensor_digest
 from safetensors.torch import save_file
 
 from pti.errors import Cancelled
+from pti.image import GeneratorImages
 from pti.metrics import lpips_distance, mse
-from pti.project import Latent, project, synthesize
+from pti.projection import Latent, project, synthesize
 
 FAST = dict(lpips_net="alex", num_w_samples=64)
 
@@ -37,7 +38,7 @@ def recovery():
     w_true = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5)), None)[:, :1].detach()
     target = render_w(G, w_true)
     digests = tensor_digest(G), tensor_digest(target)
-    latent = project(G, target, space="w", steps=40, init_candidates=16, **FAST)
+    latent = project(G, GeneratorImages(target), space="w", steps=40, init_candidates=16, **FAST)
     return G, w_true, target, latent, digests
 
 
@@ -64,7 +65,9 @@ def test_w_plus_batch_noise_maps_and_progress(tiny_generator):
     with torch.no_grad():
         targets = G(torch.randn(2, G.z_dim), noise_mode="const").clamp(-1, 1)
     calls = []
-    latent = project(G, targets, space="w+", steps=3, progress=lambda *a: calls.append(a), preview_every=2, **FAST)
+    latent = project(
+        G, GeneratorImages(targets), space="w+", steps=3, progress=lambda *a: calls.append(a), preview_every=2, **FAST
+    )
     assert latent.ws.shape == (2, G.num_ws, G.w_dim) and latent.space == "w+"
     assert not torch.equal(latent.ws[:, 0], latent.ws[:, 1])  # one w per layer
     assert set(latent.noises) == set(G.synthesis.noise_layers())
@@ -128,7 +131,7 @@ def test_latent_load_refuses_other_files(tmp_path):
 
 def test_out_of_memory_becomes_a_message_naming_the_setting_to_lower(monkeypatch):
     """An accelerator OOM inside projection surfaces as pti.OutOfMemory with advice, not a raw CUDA error."""
-    import pti.project as project_module
+    import pti.projection as project_module
     from pti.errors import OutOfMemory
 
     def exhausted(*args, **kwargs):
@@ -139,3 +142,23 @@ def test_out_of_memory_becomes_a_message_naming_the_setting_to_lower(monkeypatch
     with pytest.raises(OutOfMemory, match=r"during projection at 32px: lower lpips_resolution") as info:
         project_module.project(G, torch.zeros(1, 3, 32, 32), steps=1)
     assert isinstance(info.value.__cause__, torch.cuda.OutOfMemoryError)
+
+
+def test_public_names_stay_callable_after_their_modules_load():
+    """``pti.project`` is the function on every access, not the submodule after the first (a loop over photos)."""
+    import subprocess
+    import sys
+
+    import pti
+
+    code = (
+        "import pti, torch\n"
+        "for name in pti.__all__:\n"
+        "    if name != '__version__':\n"
+        "        first, second = getattr(pti, name), getattr(pti, name)\n"
+        "        assert first is second and not isinstance(second, type(pti)), name\n"
+        "assert callable(pti.project) and callable(pti.project)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=120)
+    submodules = {path.stem for path in (REPO_ROOT / "pti").glob("*.py")}
+    assert not submodules & set(pti.__all__), "a public name equals a submodule name and would be shadowed"

@@ -26,16 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors import safe_open
 
 from .checkpoints import write_safetensors
 from .errors import Cancelled, explain_out_of_memory
 from .hashing import state_dict_hash
-from .image import prepare_target, to_unit
+from .image import as_targets, to_unit
 from .networks import Generator, clone_generator
 
 log = logging.getLogger(__name__)
@@ -271,37 +269,6 @@ def autograd_ready(G: Generator) -> Generator:
     return G
 
 
-def as_targets(images: Any, resolution: int, device: torch.device | str) -> torch.Tensor:
-    """Images -> ``[N, 3, R, R]`` float32 in ``[-1, 1]`` on ``device``.
-
-    Tensors are taken to be in ``[-1, 1]`` (``[3, H, W]`` or ``[N, 3, H, W]``) and are resized like a photo when
-    their size differs from ``resolution``; PIL images and numpy arrays go through ``prepare_target``; a list may mix
-    them.
-    """
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("no images given")
-        return torch.cat([as_targets(img, resolution, device) for img in images])
-    batch = _as_target_batch(images, resolution, device)
-    if not torch.isfinite(batch).all():
-        raise ValueError("the image contains NaN or infinite values; fix the image that feeds the inversion")
-    return batch
-
-
-def _as_target_batch(images: Any, resolution: int, device: torch.device | str) -> torch.Tensor:
-    if isinstance(images, torch.Tensor):
-        batch = images.detach().float()
-        batch = batch.unsqueeze(0) if batch.ndim == 3 else batch
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise ValueError(f"image tensors must be [3, H, W] or [N, 3, H, W] in [-1, 1], got {list(images.shape)}")
-        if batch.shape[-2:] != (resolution, resolution):
-            batch = prepare_target(((batch.cpu() + 1) / 2).clamp(0, 1), resolution)
-        return batch.to(device, torch.float32).clone()
-    if isinstance(images, (Image.Image, np.ndarray)):
-        return prepare_target(images, resolution).to(device)
-    raise TypeError(f"expected image tensors, PIL images or numpy arrays, got {type(images).__name__}")
-
-
 def check_cancel(cancel: CancelFn | None, what: str, step: int) -> None:
     if cancel is not None and cancel():
         raise Cancelled(f"{what} cancelled at step {step}")
@@ -349,11 +316,12 @@ def project(
 ) -> Latent:
     """Find latents whose renderings match ``images``; returns one ``Latent`` with a row per image.
 
-    ``images``: ``[N, 3, H, W]`` / ``[3, H, W]`` tensors in ``[-1, 1]``, PIL images or numpy arrays (see
-    ``as_targets``). ``space="w"`` optimises one w broadcast to every layer (the reference; best for editing),
-    ``"w+"`` one w per layer (closer fit, less editable). ``preset`` is ``"fast"`` or ``"reference"``; ``steps`` and
-    ``options`` (fields of ``ProjectionSettings``) override it. Several images are projected one after the other
-    (same settings, seeds ``seed``, ``seed+1``, ...); ``progress`` counts steps over all of them.
+    ``images``: photos in any form ``pti.image`` accepts (paths, PIL images, arrays or tensors in 0..1 or 8-bit,
+    ComfyUI IMAGEs), or ``GeneratorImages`` for images already in ``[-1, 1]``. ``space="w"`` optimises one w
+    broadcast to every layer (the reference; best for editing), ``"w+"`` one w per layer (closer fit, less
+    editable). ``preset`` is ``"fast"`` or ``"reference"``; ``steps`` and ``options`` (fields of
+    ``ProjectionSettings``) override it. Several images are projected one after the other (same settings, seeds
+    ``seed``, ``seed+1``, ...); ``progress`` counts steps over all of them.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
