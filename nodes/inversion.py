@@ -6,13 +6,15 @@ import dataclasses
 
 import torch
 
-from ..pti.projection import project
-from ..pti.tune import pivotal_tune
+from ..pti.projection import PROJECTION_PRESETS, project
+from ..pti.tune import TUNING_PRESETS, pivotal_tune
 from . import common
 from .model import decode_latent
 
 SPACES = {"W": "w", "W+": "w+"}
-PRESETS = {"fast": "fast", "paper": "reference"}
+PRESETS = ("fast", "reference")
+FAST_PROJECTION, REFERENCE_PROJECTION = PROJECTION_PRESETS["fast"], PROJECTION_PRESETS["reference"]
+FAST_TUNING, REFERENCE_TUNING = TUNING_PRESETS["fast"], TUNING_PRESETS["reference"]
 RECONSTRUCTION_TOOLTIP = "What the generator makes of each latent: compare it with the photo."
 
 
@@ -38,7 +40,13 @@ class ProjectPivot:
             "required": {
                 "generator": common.GENERATOR_INPUT,
                 "image": common.IMAGE_INPUT,
-                "steps": common.int_input(100, 1, 5000, "Optimisation steps per image (PTI uses 450; 100 is close)."),
+                "steps": common.int_input(
+                    FAST_PROJECTION.steps,
+                    1,
+                    5000,
+                    f"Optimisation steps per image (fast: {FAST_PROJECTION.steps}; reference, as in the paper: "
+                    f"{REFERENCE_PROJECTION.steps}).",
+                ),
                 "space": common.combo_input(
                     list(SPACES),
                     "W: one code for all layers (the PTI choice, edits best). W+: one per layer (closer, edits worse).",
@@ -46,9 +54,10 @@ class ProjectPivot:
                 ),
                 "seed": common.SEED_INPUT,
                 "preset": common.combo_input(
-                    list(PRESETS),
-                    "fast: start from the best of 64 random faces, AlexNet LPIPS (good in ~100 steps). paper: the "
-                    "StyleGAN2-ADA projector PTI uses (average face start, VGG LPIPS, 450 steps).",
+                    PRESETS,
+                    f"fast: start from the best of {FAST_PROJECTION.init_candidates} random faces, AlexNet LPIPS. "
+                    "reference: the StyleGAN2-ADA projector PTI uses (average face start, VGG LPIPS).",
+                    default="fast",
                 ),
             }
         }
@@ -65,7 +74,7 @@ class ProjectPivot:
                 steps=steps,
                 seed=seed,
                 progress=progress,
-                preset=PRESETS[preset],
+                preset=preset,
                 preview_every=_preview_every(steps),
             )
         latent = dataclasses.replace(latent, meta={**latent.meta, "generator_lineage": common.generator_lineage(G)})
@@ -93,19 +102,37 @@ class PivotalTune:
                 "generator": common.GENERATOR_INPUT,
                 "image": common.link_input("IMAGE", "The same photo(s) that were projected, in the same order."),
                 "latent": common.link_input(common.LATENT, "The pivots from Project Pivot (PTI), one per image."),
-                "steps": common.int_input(350, 1, 5000, "Tuning steps (PTI: 350); may stop early at the threshold."),
-                "lpips_threshold": common.float_input(
-                    0.06, 0.0, 1.0, 0.005, "Stop once the LPIPS distance to every photo is below this (PTI: 0.06)."
+                "steps": common.int_input(
+                    FAST_TUNING.steps,
+                    1,
+                    5000,
+                    f"Most tuning steps (fast: {FAST_TUNING.steps}; reference, as in the paper: "
+                    f"{REFERENCE_TUNING.steps}); stops earlier once every photo is reproduced.",
+                ),
+                "stop_at_psnr": common.float_input(
+                    FAST_TUNING.target_psnr,
+                    0.0,
+                    60.0,
+                    0.5,
+                    "Stop once every reconstruction is this close to its photo, in dB PSNR (0: run every step). "
+                    f"The reference preset also stops at LPIPS {REFERENCE_TUNING.lpips_threshold}.",
                 ),
                 "locality": common.bool_input(
                     False,
                     "Locality regularisation: keeps the rest of latent space unchanged (slower, safer for big edits).",
                 ),
                 "seed": common.SEED_INPUT,
+                "preset": common.combo_input(
+                    PRESETS,
+                    f"fast: every weight at lr {FAST_TUNING.lr:g} with cosine decay, MSE weight "
+                    f"{FAST_TUNING.mse_weight:g}, reproduces the photo. reference: the paper's settings (lr "
+                    f"{REFERENCE_TUNING.lr:g}, LPIPS stop {REFERENCE_TUNING.lpips_threshold}).",
+                    default="fast",
+                ),
             }
         }
 
-    def tune(self, generator, image, latent, steps, lpips_threshold, locality, seed):
+    def tune(self, generator, image, latent, steps, stop_at_psnr, locality, seed, preset="fast"):
         G = generator
         targets = common.comfy_to_targets(image, G.img_resolution)
         common.check_latent_fits(latent, G)
@@ -121,7 +148,8 @@ class PivotalTune:
                 targets,
                 latent,
                 steps=steps,
-                lpips_threshold=lpips_threshold,
+                target_psnr=stop_at_psnr,
+                preset=preset,
                 locality=locality,
                 seed=seed,
                 progress=progress,

@@ -144,7 +144,10 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
     p.add_argument("--checkpoint", default="default", help="generator checkpoint (default: the embedded model)")
     p.add_argument("--steps-pivot", type=int, help="projection steps (default: the preset's; reference 450)")
-    p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; reference 350)")
+    p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; fast 600)")
+    p.add_argument(
+        "--stop-psnr", type=float, help="stop tuning once this close to the photo, dB (fast: 30; 0 = every step)"
+    )
     p.add_argument("--w-plus", action="store_true", help="project into W+ (closer fit, weaker edits) instead of W")
     p.add_argument("--locality", action="store_true", help="add the locality regulariser while tuning (slower)")
     p.add_argument("--preset", default="fast", choices=["fast", "reference"], help="fast defaults or the paper's")
@@ -192,6 +195,7 @@ def _run_invert(args: argparse.Namespace) -> int:
         space="w+" if args.w_plus else "w",
         steps_pivot=args.steps_pivot,
         steps_tune=args.steps_tune,
+        target_psnr=args.stop_psnr,
         locality=args.locality,
         seed=args.seed,
         preset=args.preset,

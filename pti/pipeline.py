@@ -45,6 +45,7 @@ def invert(
     space: str = "w",
     steps_pivot: int | None = None,
     steps_tune: int | None = None,
+    target_psnr: float | None = None,
     locality: bool = False,
     seed: int = 0,
     preset: str = "fast",
@@ -53,7 +54,8 @@ def invert(
 ) -> InversionResult:
     """Project ``image`` (one photo; see ``project`` for accepted types), tune G around the pivot, measure both.
 
-    ``preset`` (``"fast"`` or ``"reference"``) picks the defaults of both stages; ``steps_*`` override them.
+    ``preset`` (``"fast"`` or ``"reference"``) picks the defaults of both stages; ``steps_*`` and ``target_psnr``
+    (tuning's stopping rule, dB) override them.
     ``stage_progress(stage, total_steps)`` may return a progress callback for ``"projection"`` and ``"tuning"``.
     """
     device = next(G.parameters()).device
@@ -73,7 +75,8 @@ def invert(
     )  # fmt: skip
     projected = time.perf_counter()
     tuned = pivotal_tune(
-        G, GeneratorImages(target), pivot, steps=steps_tune, locality=locality, seed=seed, preset=preset,
+        G, GeneratorImages(target), pivot, steps=steps_tune, target_psnr=target_psnr, locality=locality, seed=seed,
+        preset=preset,
         progress=callback("tuning", tune_steps), cancel=cancel,
     )  # fmt: skip
     finished = time.perf_counter()

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E402
+
+from pti.projection import PROJECTION_PRESETS  # noqa: E402
+from pti.tune import TUNING_PRESETS  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = REPO_ROOT / "workflows"
@@ -224,13 +228,14 @@ class Graph:
 
 # ------------------------------------------------------------------------------------------------ workflows
 
+PROJECT_STEPS, TUNE_STEPS = PROJECTION_PRESETS["fast"].steps, TUNING_PRESETS["fast"].steps
+STOP_AT_PSNR = TUNING_PRESETS["fast"].target_psnr
 PHOTO_NOTE = (
     f"Copy {EXAMPLE_IMAGE} from this pack's workflows/ folder into ComfyUI's input/ folder (or load your own "
-    "photo: a centred face works best). Steps are the fast preset's: 100 for projection, up to 150 for tuning "
-    "(it stops once LPIPS reaches 0.06), about 10 s on a 2-core CPU with the embedded model. For a large model "
-    "and a hard photo, projection up to 450 and tuning up to 350 (the PTI paper's) can help."
+    f"photo: a centred face works best). Steps are the fast preset's: {PROJECT_STEPS} for projection, up to "
+    f"{TUNE_STEPS} for tuning (it stops once the reconstruction is {STOP_AT_PSNR:g} dB from the photo), about "
+    "20 s on a 2-core CPU with the embedded model."
 )
-PROJECT_STEPS, TUNE_STEPS = 100, 150
 
 
 def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE", column: int = 1) -> tuple[Node, Node]:
@@ -238,7 +243,16 @@ def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE",
     project = graph.add("PTI_ProjectPivot", column, 0, steps=PROJECT_STEPS, space="W", seed=0, preset="fast")
     graph.link(model, "generator", project, "generator")
     graph.link(photo, photo_output, project, "image")
-    tune = graph.add("PTI_PivotalTune", column + 1, 0, steps=TUNE_STEPS, lpips_threshold=0.06, locality=False, seed=0)
+    tune = graph.add(
+        "PTI_PivotalTune",
+        column + 1,
+        0,
+        steps=TUNE_STEPS,
+        stop_at_psnr=STOP_AT_PSNR,
+        locality=False,
+        seed=0,
+        preset="fast",
+    )
     graph.link(model, "generator", tune, "generator")
     graph.link(photo, photo_output, tune, "image")
     graph.link(project, "latent", tune, "latent")

@@ -1,7 +1,7 @@
 """Bad inputs for every node and the core functions behind them: each gives one clear error naming the problem (or a
 documented conversion), never a crash deep inside PyTorch, and never modifies the inputs.
 
-The README's "Bad inputs" table is this file, row by row.
+The "Bad inputs" table in docs/security.md is this file, row by row.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_wrong_channel_counts(G, channels):
         run_node("PTI_ProjectPivot", generator=G, image=photo, steps=STEPS, space="W", seed=0)
     with pytest.raises(ValueError, match=f"the IMAGE has {channels} channels"):
         run_node(
-            "PTI_PivotalTune", generator=G, image=photo, latent=_latent(G), steps=STEPS, lpips_threshold=0.0,
+            "PTI_PivotalTune", generator=G, image=photo, latent=_latent(G), steps=STEPS, stop_at_psnr=0.0,
             locality=False, seed=0,
         )  # fmt: skip
     with pytest.raises(ValueError, match="cannot tell the channel axis|expected an image"):
@@ -196,7 +196,7 @@ def test_batch_size_mismatch_between_images_and_latents(G, core_G):
     with pytest.raises(ValueError, match=r"got 3 image\(s\) but 2 pivot latent\(s\)"):
         run_node(
             "PTI_PivotalTune", generator=G, image=_photo(batch=3), latent=_latent(G, rows=2), steps=STEPS,
-            lpips_threshold=0.0, locality=False, seed=0,
+            stop_at_psnr=0.0, locality=False, seed=0,
         )  # fmt: skip
     pivots = Latent(torch.zeros(2, core_G.num_ws, core_G.w_dim), {}, "w", "", {})
     with pytest.raises(ValueError, match="3 images but 2 pivots"):
@@ -215,7 +215,7 @@ def test_latent_from_a_different_generator(G, core_G, kwargs):
         run_node("PTI_Decode", generator=G, latent=latent, truncation_psi=1.0, noise_mode="const")
     with pytest.raises(ValueError, match="it was made with a different model"):
         run_node(
-            "PTI_PivotalTune", generator=G, image=_photo(), latent=latent, steps=STEPS, lpips_threshold=0.0,
+            "PTI_PivotalTune", generator=G, image=_photo(), latent=latent, steps=STEPS, stop_at_psnr=0.0,
             locality=False, seed=0,
         )  # fmt: skip
     core_latent = Latent(latent.ws.clone(), {}, "w", "", {})

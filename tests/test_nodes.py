@@ -102,7 +102,7 @@ def tuned(generator, photo, projected):
         image=photo,
         latent=projected[0],
         steps=STEPS,
-        lpips_threshold=0.0,
+        stop_at_psnr=0.0,
         locality=False,
         seed=0,
     )
@@ -336,7 +336,7 @@ def test_cancel_stops_tuning(generator, photo, projected):
             image=photo,
             latent=projected[0],
             steps=50,
-            lpips_threshold=0.0,
+            stop_at_psnr=0.0,
             locality=False,
             seed=0,
         )
@@ -359,7 +359,7 @@ def test_pivotal_tune_returns_a_new_generator_closer_to_the_photo(generator, pho
 
 def test_pivotal_tune_checks_its_inputs(generator, other_generator, photo, projected):
     latent = projected[0]
-    arguments = dict(generator=generator, steps=1, lpips_threshold=0.06, locality=False, seed=0)
+    arguments = dict(generator=generator, steps=1, stop_at_psnr=0.06, locality=False, seed=0)
     with pytest.raises(ValueError, match="1 image.*2 pivot"):
         run_node("PTI_PivotalTune", image=photo[:1], latent=latent, **arguments)
     with pytest.raises(ValueError, match="empty"):

@@ -114,7 +114,9 @@ def test_multi_image_tuning_improves_every_image(photo):
     w_random = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None)[:, :1].detach()
     pivots = Latent.cat([mean_latent(G), w_latent(G, w_random)])
     before_lpips, before_mse = errors(G, pivots, targets)
-    tuned = pivotal_tune(G, GeneratorImages(targets), pivots, steps=15, lpips_threshold=0.0, batch_size=1, **QUICK)
+    tuned = pivotal_tune(
+        G, GeneratorImages(targets), pivots, steps=15, lpips_threshold=0.0, batch_size=1, preset="reference", **QUICK
+    )
     after_lpips, after_mse = errors(tuned, pivots, targets)
     assert (after_lpips < 0.6 * before_lpips).all() and (after_mse < 0.75 * before_mse).all()
     assert len(tuned.tuning_info["final_lpips"]) == 2
