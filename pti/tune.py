@@ -184,7 +184,7 @@ def pivotal_tune(
     pivots.check_compatible(G)
     from .perceptual import load_lpips
 
-    advice = "tune fewer images per run, or use the fast preset (rank-4 updates need far less optimiser memory)"
+    advice = "tune fewer images per run, or pass rank=4 (low-rank updates need far less optimiser memory)"
     out_of_memory = explain_out_of_memory("tuning", G.img_resolution, advice)
     with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
         base = autograd_ready(G)
