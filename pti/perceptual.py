@@ -17,7 +17,7 @@ import torch
 
 from .lpips_weights import FETCH_COMMAND, MissingWeightsError, backbone_path, get_backbone, load_backbone_state
 
-__all__ = ["FETCH_COMMAND", "MissingWeightsError", "load_lpips", "lpips_available"]
+__all__ = ["FETCH_COMMAND", "LpipsToTargets", "MissingWeightsError", "load_lpips", "lpips_available"]
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,34 @@ def load_lpips(net: str = "alex", device: str | torch.device = "cpu") -> torch.n
 def lpips_available(net: str = "alex") -> bool:
     """True when the backbone file for ``net`` is installed (checks the file only; builds nothing)."""
     return backbone_path(net).is_file()
+
+
+class LpipsToTargets(torch.nn.Module):
+    """LPIPS distance from images to fixed targets, with the targets' backbone features computed once.
+
+    Projection and tuning compare every step's rendering with the same photos, so the photos' half of LPIPS is
+    work done once here instead of every step (as the official projector does with its VGG features). Gives the
+    same values as ``model(images, targets[rows])``.
+    """
+
+    def __init__(self, model: torch.nn.Module, targets: torch.Tensor):
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.target_features = [_unit_channels(f) for f in self._backbone(targets)]
+
+    def _backbone(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model.net(self.model.scaling_layer(images)))
+
+    def forward(self, images: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """``[N, 1, 1, 1]`` distances of ``images`` ``[N, 3, H, W]`` to ``targets[rows]`` (or one target for all)."""
+        total = 0
+        for layer, (features, target) in enumerate(zip(self._backbone(images), self.target_features)):
+            difference = (_unit_channels(features) - target[rows]).square()
+            total = total + self.model.lins[layer](difference).mean(dim=(2, 3), keepdim=True)
+        return total
+
+
+def _unit_channels(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Each feature vector divided by its channel norm (LPIPS's ``normalize_tensor``)."""
+    return features / (features.square().sum(dim=1, keepdim=True).sqrt() + eps)

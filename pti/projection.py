@@ -35,6 +35,7 @@ from .errors import Cancelled, explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import as_targets, to_unit
 from .networks import Generator, clone_generator
+from .perceptual import LpipsToTargets, load_lpips
 
 log = logging.getLogger(__name__)
 
@@ -328,8 +329,6 @@ def project(
     if G.c_dim:
         raise ValueError("projection of conditional generators (c_dim > 0) is not supported")
     settings = projection_settings(preset, steps=steps, **options)
-    from .perceptual import load_lpips
-
     advice = "lower lpips_resolution or project fewer images at once"
     out_of_memory = explain_out_of_memory("projection", G.img_resolution, advice)
     with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
@@ -381,11 +380,11 @@ def _best_start(
     """The w (``[1, 1, w_dim]``) among w_avg and ``candidates`` whose rendering is closest to ``target`` (LPIPS)."""
     pool = torch.cat([w_avg[:, 0], candidates])
     best_w, best_distance = w_avg, math.inf
-    target_in = _lpips_input(target, settings.lpips_resolution)
+    to_target = LpipsToTargets(lpips_model, _lpips_input(target, settings.lpips_resolution))
     with torch.no_grad():
         for chunk in pool.split(16):
             images = G.synthesis(chunk.unsqueeze(1).expand(-1, G.num_ws, -1), noise_mode="const")
-            distances = lpips_model(_lpips_input(images, settings.lpips_resolution), target_in.expand_as(images))
+            distances = to_target(_lpips_input(images, settings.lpips_resolution))
             distances = distances.flatten()
             index = int(distances.argmin())
             if float(distances[index]) < best_distance:
@@ -422,7 +421,7 @@ def _project_one(
     }
     params = [w_opt, *noises.values()]
     optimizer = torch.optim.Adam(params, lr=settings.lr, betas=(0.9, 0.999))
-    target_in = _lpips_input(target, settings.lpips_resolution)
+    to_target = LpipsToTargets(lpips_model, _lpips_input(target, settings.lpips_resolution))  # photo features once
 
     distance = reg = torch.zeros(())
     for step in range(settings.steps):
@@ -436,7 +435,7 @@ def _project_one(
         w_noise = torch.randn(w_opt.shape, generator=rng).to(device) * noise_scale
         ws = (w_opt + w_noise).expand(-1, G.num_ws, -1)
         synth = G.synthesis(ws, noise_mode="const", noises=noises)
-        distance = lpips_model(_lpips_input(synth, settings.lpips_resolution), target_in).sum()
+        distance = to_target(_lpips_input(synth, settings.lpips_resolution)).sum()
         reg = _noise_regularizer(list(noises.values())) if noises else distance.new_zeros(())
         loss = distance + settings.noise_regularize_weight * reg
 

@@ -45,6 +45,7 @@ from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import as_targets, to_unit
 from .networks import Generator, clone_generator
+from .perceptual import LpipsToTargets, load_lpips
 from .projection import (
     CancelFn,
     Latent,
@@ -182,8 +183,6 @@ def pivotal_tune(
         **options,
     )
     pivots.check_compatible(G)
-    from .perceptual import load_lpips
-
     advice = "tune fewer images per run, or pass rank=4 (low-rank updates need far less optimiser memory)"
     out_of_memory = explain_out_of_memory("tuning", G.img_resolution, advice)
     with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
@@ -199,6 +198,7 @@ def pivotal_tune(
         synthesis = _TunableSynthesis(tuned.synthesis, settings.rank, rng=torch.Generator().manual_seed(seed))
         optimizer = torch.optim.Adam([*synthesis.direct, *synthesis.factors], lr=settings.lr, betas=(0.9, 0.999))
         lpips_model = load_lpips(settings.lpips_net, device)
+        to_targets = LpipsToTargets(lpips_model, targets)  # the photos' features, once
         rng = torch.Generator().manual_seed(seed + 1)
 
         losses: dict[str, float] = {}
@@ -210,7 +210,7 @@ def pivotal_tune(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(step, settings)
             per_image_lpips, per_image_mse, first_render = _reconstruction_step(
-                synthesis, pivot_ws, targets, lpips_model, settings
+                synthesis, pivot_ws, targets, to_targets, settings
             )
             per_image_psnr = _psnr_from_mse(per_image_mse)
             losses = {
@@ -276,15 +276,21 @@ def _report(
 
 
 def _reconstruction_step(
-    tuned: _TunableSynthesis, pivot_ws: torch.Tensor, targets: torch.Tensor, lpips_model, settings: TuningSettings
+    tuned: _TunableSynthesis,
+    pivot_ws: torch.Tensor,
+    targets: torch.Tensor,
+    to_targets: LpipsToTargets,
+    settings: TuningSettings,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Accumulate gradients of the mean reconstruction loss over all images; return per-image LPIPS and MSE (CPU)
     and the first image's rendering (detached)."""
     count = targets.shape[0]
     lpips_values, mse_values, first_render = [], [], None
-    for ws, target in zip(pivot_ws.split(settings.batch_size), targets.split(settings.batch_size)):
+    for start in range(0, count, settings.batch_size):
+        rows = slice(start, start + settings.batch_size)
+        ws, target = pivot_ws[rows], targets[rows]
         synth = tuned(ws, noise_mode="const")
-        lpips_value = lpips_model(synth, target).flatten()
+        lpips_value = to_targets(synth, rows).flatten()
         mse_value = (synth - target).square().flatten(1).mean(1)
         loss = (settings.lpips_weight * lpips_value + settings.mse_weight * mse_value).sum() / count
         loss.backward()
