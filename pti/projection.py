@@ -1,6 +1,6 @@
 """Stage 1 of PTI: project a photo into the generator's latent space (the *pivot*).
 
-``project`` follows the StyleGAN2-ADA projector that PTI uses (see ``PTI_REFERENCE.md``): start from w_avg, optimise
+``project`` follows the StyleGAN2-ADA projector that PTI uses (see ``docs/design.md``): start from w_avg, optimise
 w and the per-layer noise maps with Adam under a ramped learning rate and a decaying latent noise, LPIPS(VGG) loss
 plus a noise-map regulariser, noise maps renormalised after every step. Two presets:
 
