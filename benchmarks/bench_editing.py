@@ -35,10 +35,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from pti import faces  # noqa: E402
 from pti.attributes import load_regressor, predict_attributes  # noqa: E402
 from pti.checkpoints import load_generator  # noqa: E402
-from pti.edit import default_directions, parse_strengths, strength_sweep  # noqa: E402
+from pti.directions import default_directions  # noqa: E402
+from pti.edit import parse_strengths, strength_sweep  # noqa: E402
 from pti.image import load_image, prepare_target  # noqa: E402
+from pti.latent import synthesize  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
-from pti.projection import project, synthesize  # noqa: E402
+from pti.projection import project  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 log = logging.getLogger("bench_editing")

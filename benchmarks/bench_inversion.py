@@ -28,10 +28,11 @@ from pti import faces  # noqa: E402
 from pti.checkpoints import load_generator  # noqa: E402
 from pti.delta import save_delta  # noqa: E402
 from pti.image import load_image, prepare_target  # noqa: E402
+from pti.latent import Latent, synthesize  # noqa: E402
 from pti.metrics import summarize  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
-from pti.projection import Latent, project, synthesize  # noqa: E402
+from pti.projection import project  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +60,8 @@ def attribute_change(G: Generator, latent: Latent) -> float | None:
     """Mean change of the edited attribute when the pivot is moved along the shipped direction, or None."""
     try:
         from pti.attributes import predict_attributes
-        from pti.edit import apply_direction, default_directions
+        from pti.directions import default_directions
+        from pti.edit import apply_direction
 
         direction = default_directions()[EDIT_DIRECTION]
         index = faces.ATTRIBUTE_NAMES.index(EDIT_DIRECTION)

@@ -66,7 +66,7 @@ from pti.checkpoints import (  # noqa: E402
     read_safetensors,
     save_generator,
 )
-from pti.edit import Direction, DirectionError, load_directions, save_directions  # noqa: E402
+from pti.directions import Direction, DirectionError, load_directions, save_directions  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 
 HANG_SECONDS = 5.0
@@ -197,7 +197,7 @@ def rosinality_bytes(G: Generator, zipped: bool = True) -> bytes:
 
 
 def _latent_seed(G: Generator) -> bytes:
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))
     noises = {
@@ -275,7 +275,7 @@ class Target:
 def build_targets(names: list[str] | None = None) -> list[Target]:
     """Every fuzz target (or those named), with seeds made from ``tiny_generator()``."""
     from pti.delta import load_delta
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     G = tiny_generator()
     directions = _direction_seeds(G)

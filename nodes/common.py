@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +15,6 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..pti.hashing import state_dict_hash
 from ..pti.image import GeneratorImages, bchw_to_comfy, prepare_target, to_pil
 
 log = logging.getLogger("pti.nodes")
@@ -187,70 +185,6 @@ class NodeProgress:
 
 def check_interrupted() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
-
-
-# ------------------------------------------------------------------------------------------- model identity
-
-_hash_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Hashes of the models a node-made generator derives from (tuned -> base); recorded on objects the nodes create.
-LINEAGE_ATTRIBUTE = "pti_lineage"
-
-
-def generator_hash(G: torch.nn.Module) -> str:
-    """``state_dict_hash`` of a generator, computed once per object (generators passed between nodes never change)."""
-    cached = _hash_cache.get(G)
-    if cached is None:
-        cached = _hash_cache[G] = state_dict_hash(G)
-    return cached
-
-
-def remember_hash(G: torch.nn.Module, known_hash: str) -> None:
-    """Record a hash computed elsewhere (the loader computes it) so it is not computed again."""
-    _hash_cache[G] = known_hash
-
-
-def generator_lineage(G: torch.nn.Module) -> list[str]:
-    """This generator's hash followed by the hashes of the generators it was tuned from."""
-    own = generator_hash(G)
-    return [own] + [h for h in getattr(G, LINEAGE_ATTRIBUTE, ()) if h != own]
-
-
-def mark_derived(tuned: torch.nn.Module, base: torch.nn.Module) -> torch.nn.Module:
-    """Record on a NEW generator (made by a node) that it derives from ``base``; returns ``tuned``."""
-    setattr(tuned, LINEAGE_ATTRIBUTE, tuple(generator_lineage(base)))
-    return tuned
-
-
-def latent_row_meta(latent: Any, index: int) -> dict:
-    """Provenance of one latent row: its entry in ``meta["rows"]`` (stacked latents) over the shared keys."""
-    shared = {k: v for k, v in latent.meta.items() if k not in ("rows", "generator_lineage")}
-    rows = latent.meta.get("rows")
-    if isinstance(rows, list) and len(rows) == len(latent):
-        return {**shared, **rows[index]}
-    return shared
-
-
-def latent_lineage(latent: Any) -> set[str]:
-    return {latent.generator_hash, *latent.meta.get("generator_lineage", ())} - {"", None}
-
-
-def check_latent_fits(latent: Any, G: torch.nn.Module) -> None:
-    """Refuse a latent that is empty, shaped for another model, or made with an unrelated generator."""
-    if len(latent) == 0:
-        raise ValueError("the latent batch is empty")
-    shape = tuple(latent.ws.shape[1:])
-    if shape != (G.num_ws, G.w_dim):
-        raise ValueError(
-            f"this latent has {shape[0]} layers of {shape[1]} values but the generator expects "
-            f"{G.num_ws} x {G.w_dim}: it was made with a different model. Project or sample it with this generator"
-        )
-    known = latent_lineage(latent)
-    if known and not known & set(generator_lineage(G)):
-        raise ValueError(
-            f"this latent was made with generator {latent.generator_hash}, but the connected generator is "
-            f"{generator_hash(G)} and not a tuned version of it. Connect the generator the latent came from "
-            "(or its tuned version), or project/sample the latent again with this one"
-        )
 
 
 register_model_folders()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..pti.edit import SEFA_LAYER_GROUPS, ganspace, layer_group_range, render_sweep_grid, sefa
+from ..pti.discovery import SEFA_LAYER_GROUPS, ganspace, layer_group_range, sefa
+from ..pti.image import render_sweep_grid
 from . import common
 
 METHODS = ("sefa", "ganspace")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import folder_paths
 
-from ..pti.edit import apply_direction, default_directions, load_direction, parse_strengths, strength_sweep
+from ..pti.directions import default_directions, load_direction
+from ..pti.edit import apply_direction, parse_strengths, strength_sweep
+from ..pti.latent import latent_lineage, latent_row_meta
 from . import common
 
 log = logging.getLogger("pti.nodes")
@@ -127,7 +129,7 @@ class ApplyLatentEdit:
         num_ws = latent.ws.shape[1]
         direction.check_compatible(latent.ws.shape[2], num_ws)
         model_hash = direction.meta.get("generator_hash")
-        if model_hash and common.latent_lineage(latent) and model_hash not in common.latent_lineage(latent):
+        if model_hash and latent_lineage(latent) and model_hash not in latent_lineage(latent):
             log.warning("PTI: direction %r was made for another generator (%s)", direction.name, model_hash)
         layers = _layer_range(num_ws, layer_start, layer_end)
         values = parse_strengths(strengths) if mode == "sweep" else [strength]
@@ -139,11 +141,11 @@ class ApplyLatentEdit:
             edited = apply_direction(latent, direction, strength, layers)
         applied = list(layers or direction.layers or (0, num_ws))
         rows = [
-            _with_edit(common.latent_row_meta(latent, i), direction.name, value, applied)
+            _with_edit(latent_row_meta(latent, i), direction.name, value, applied)
             for i in range(len(latent))
             for value in values
         ]
-        edited.meta = {"rows": rows, "generator_lineage": sorted(common.latent_lineage(latent))}
+        edited.meta = {"rows": rows, "generator_lineage": sorted(latent_lineage(latent))}
         return (edited,)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from ..pti.latent import check_latent_fits, generator_lineage, mark_derived
 from ..pti.projection import PROJECTION_PRESETS, project
 from ..pti.tune import TUNING_PRESETS, pivotal_tune
 from . import common
@@ -77,7 +78,7 @@ class ProjectPivot:
                 preset=preset,
                 preview_every=_preview_every(steps),
             )
-        latent = dataclasses.replace(latent, meta={**latent.meta, "generator_lineage": common.generator_lineage(G)})
+        latent = dataclasses.replace(latent, meta={**latent.meta, "generator_lineage": generator_lineage(G)})
         return (latent, decode_latent(G, latent))
 
 
@@ -135,7 +136,7 @@ class PivotalTune:
     def tune(self, generator, image, latent, steps, stop_at_psnr, locality, seed, preset="fast"):
         G = generator
         targets = common.comfy_to_targets(image, G.img_resolution)
-        common.check_latent_fits(latent, G)
+        check_latent_fits(latent, G)
         if len(latent) != len(targets.pixels):
             raise ValueError(
                 f"got {len(targets.pixels)} image(s) but {len(latent)} pivot latent(s): connect the latent that "
@@ -155,7 +156,7 @@ class PivotalTune:
                 progress=progress,
                 preview_every=_preview_every(steps),
             )
-        tuned = common.mark_derived(tuned.eval(), G)
+        tuned = mark_derived(tuned.eval(), G)
         return (tuned, decode_latent(tuned, latent))
 
 

@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
-import math
 import os
-import re
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import folder_paths
 import numpy as np
-import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..pti.delta import DELTA_MODES, load_delta, save_delta
-from ..pti.projection import Latent
+from ..pti.atomic import write_atomically
+from ..pti.delta import DELTA_MODES
+from ..pti.image import image_grid
+from ..pti.recipe import RECIPE_KEY, decode_recipe, encode_recipe, recipe_summary
+from ..pti.saved_result import check_result_name, find_result, load_result, result_files, save_result, saved_results
 from . import common
 
 log = logging.getLogger("pti.nodes")
 
-PIVOT_FILE = "pivot.safetensors"
-DELTA_FILE = "delta.safetensors"
 OUTPUT_SUFFIX = " [output]"
-RECIPE_KEY = "pti_recipe"
-RECIPE_FORMAT = "pti-recipe"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
 DESTINATIONS = ("models/stylegan/pti", "output/pti")
 
 
@@ -46,14 +38,9 @@ def _output_pti_dir() -> Path:
 
 
 def saved_result_names() -> list[str]:
-    """Folders holding both a pivot and a delta: models/stylegan/pti/<name>, then output/pti/<name> [output]."""
-    names = []
-    for root, suffix in ((_models_pti_dir(), ""), (_output_pti_dir(), OUTPUT_SUFFIX)):
-        if root.is_dir():
-            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-                if (folder / PIVOT_FILE).is_file() and (folder / DELTA_FILE).is_file():
-                    names.append(folder.name + suffix)
-    return names
+    """Saved results: models/stylegan/pti/<name>, then output/pti/<name> [output]."""
+    roots = ((_models_pti_dir(), ""), (_output_pti_dir(), OUTPUT_SUFFIX))
+    return [name + suffix for root, suffix in roots for name in saved_results(root)]
 
 
 def resolve_result(name: str) -> Path:
@@ -61,27 +48,6 @@ def resolve_result(name: str) -> Path:
     if name.endswith(OUTPUT_SUFFIX):
         return _output_pti_dir() / name[: -len(OUTPUT_SUFFIX)]
     return _models_pti_dir() / name
-
-
-def _replace_atomically(writers: dict[Path, Callable[[Path], object]]) -> None:
-    """Write every file through ``write(temp_path)`` beside its final path, and rename only once all succeeded.
-
-    Readers never see a partial file, and a failure leaves the previous set (e.g. pivot + delta) untouched.
-    """
-    temps = {final: final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}") for final in writers}
-    try:
-        for final, write in writers.items():
-            write(temps[final])
-        for final, temp in temps.items():
-            os.replace(temp, final)
-    finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-
-
-def _json_safe(value):
-    """``value`` with anything JSON cannot hold turned into text (provenance must never block a save)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 class SavePTI:
@@ -117,31 +83,15 @@ class SavePTI:
 
     @classmethod
     def VALIDATE_INPUTS(cls, name):
-        if not _SAFE_NAME.match(name or ""):
-            return f"invalid name {name!r}: use 1-100 letters, digits, spaces, '_', '-' or '.', not starting with '.'"
+        try:
+            check_result_name(name)
+        except ValueError as exc:
+            return str(exc)
         return True
 
     def save(self, base_generator, tuned_generator, latent, name, destination, delta):
-        valid = self.VALIDATE_INPUTS(name)
-        if valid is not True:
-            raise ValueError(valid)
-        common.check_latent_fits(latent, tuned_generator)
-        if common.generator_hash(base_generator) not in common.generator_lineage(tuned_generator):
-            raise ValueError(
-                "tuned_generator was not tuned from base_generator: connect the generator that went into Pivotal Tune"
-            )
         root = _models_pti_dir() if destination == DESTINATIONS[0] else _output_pti_dir()
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        provenance = _json_safe({"tuning": getattr(tuned_generator, "tuning_info", {}), "name": name})
-        _replace_atomically(
-            {
-                folder / PIVOT_FILE: latent.save,
-                folder / DELTA_FILE: lambda path: save_delta(
-                    tuned_generator, base_generator, path, mode=delta, provenance=provenance
-                ),
-            }
-        )
+        folder = save_result(root, name, latent, tuned_generator, base_generator, delta)
         log.info("saved PTI result to %s", folder)
         return {"ui": {"text": [str(folder)]}}
 
@@ -170,84 +120,21 @@ class LoadPTI:
 
     @classmethod
     def VALIDATE_INPUTS(cls, name):
-        folder = resolve_result(name)
-        if not ((folder / PIVOT_FILE).is_file() and (folder / DELTA_FILE).is_file()):
-            return f"saved PTI result '{name}' not found: expected {folder / PIVOT_FILE} and {folder / DELTA_FILE}"
+        try:
+            find_result(resolve_result(name))
+        except FileNotFoundError as exc:
+            return str(exc)
         return True
 
     @classmethod
     def IS_CHANGED(cls, name):
-        folder = resolve_result(name)
-        return common.file_signature(folder / PIVOT_FILE) + "|" + common.file_signature(folder / DELTA_FILE)
+        return "|".join(common.file_signature(path) for path in result_files(resolve_result(name)))
 
     def load(self, base_generator, name):
-        valid = self.VALIDATE_INPUTS(name)
-        if valid is not True:
-            raise FileNotFoundError(valid)
-        folder = resolve_result(name)
-        tuned = common.mark_derived(load_delta(folder / DELTA_FILE, base_generator).eval(), base_generator)
-        latent = Latent.load(folder / PIVOT_FILE).to(common.generator_device(tuned))
-        common.check_latent_fits(latent, tuned)
-        return (tuned, latent)
+        return load_result(resolve_result(name), base_generator)
 
 
 # ------------------------------------------------------------------------------------------- images + recipes
-
-
-def _b64(tensor: torch.Tensor) -> str:
-    return base64.b64encode(tensor.numpy().tobytes()).decode("ascii")
-
-
-def encode_recipe(latent: Latent, indices: list[int]) -> str:
-    """JSON for a PNG text chunk: the chosen rows' w (float32, base64) and provenance, and the generator identity."""
-    ws = latent.ws.detach().to("cpu", torch.float32).contiguous()
-    rows = [
-        {"ws": base64.b64encode(ws[i].numpy().tobytes()).decode("ascii"), "meta": common.latent_row_meta(latent, i)}
-        for i in indices
-    ]
-    return json.dumps(
-        {
-            "format": RECIPE_FORMAT,
-            "version": 1,
-            "generator_hash": latent.generator_hash,
-            "generator_lineage": sorted(common.latent_lineage(latent)),
-            "space": latent.space,
-            "shape": list(ws.shape[1:]),
-            "rows": rows,
-        }
-    )
-
-
-def decode_recipe(text: str) -> Latent:
-    """Inverse of ``encode_recipe``; a ValueError says what is wrong with a damaged or foreign chunk."""
-    try:
-        recipe = json.loads(text)
-        if recipe.get("format") != RECIPE_FORMAT:
-            raise ValueError(f"format {recipe.get('format')!r} is not {RECIPE_FORMAT!r}")
-        num_ws, w_dim = (int(v) for v in recipe["shape"])
-        rows = recipe["rows"]
-        if not rows:
-            raise ValueError("it holds no latent")
-        ws = []
-        for row in rows:
-            values = np.frombuffer(base64.b64decode(row["ws"], validate=True), dtype=np.float32)
-            ws.append(torch.from_numpy(values.copy()).reshape(num_ws, w_dim))
-        meta = {"rows": [row.get("meta", {}) for row in rows], "generator_lineage": recipe.get("generator_lineage", [])}
-        return Latent(torch.stack(ws), {}, recipe.get("space", "w+"), recipe.get("generator_hash", ""), meta)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"the image's PTI recipe cannot be read ({exc})") from exc
-
-
-def _grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """``[B, H, W, C]`` -> one ``[1, H*rows, W*columns, C]`` tile image (white where the grid is not full)."""
-    count, height, width, channels = images.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    canvas = images.new_ones(rows * height, columns * width, channels)
-    for index, image in enumerate(images):
-        top, left = (index // columns) * height, (index % columns) * width
-        canvas[top : top + height, left : left + width] = image
-    return canvas.unsqueeze(0)
 
 
 class SaveImage:
@@ -291,7 +178,8 @@ class SaveImage:
         if layout == "separate":
             groups = [(images[i : i + 1], [i]) for i in range(len(images))]
         else:
-            groups = [(_grid(images, grid_columns), list(range(len(images))))]
+            grid = image_grid(images.permute(0, 3, 1, 2), grid_columns).permute(1, 2, 0)
+            groups = [(grid.unsqueeze(0), list(range(len(images))))]
         output_dir = folder_paths.get_output_directory()
         folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, output_dir, images.shape[2], images.shape[1]
@@ -308,12 +196,11 @@ class SaveImage:
                 metadata.add_text(RECIPE_KEY, encode_recipe(latent, indices))
             file = f"{filename}_{counter + offset:05}_.png"
             png = Image.fromarray(pixels)
-            _replace_atomically(
-                {
-                    Path(folder) / file: lambda path, png=png, metadata=metadata: png.save(
-                        path, format="PNG", pnginfo=metadata, compress_level=4
-                    )
-                }
+            write_atomically(
+                Path(folder) / file,
+                lambda path, png=png, metadata=metadata: png.save(
+                    path, format="PNG", pnginfo=metadata, compress_level=4
+                ),
             )
             results.append({"filename": file, "subfolder": subfolder, "type": "output"})
         return {"ui": {"images": results}}
@@ -358,9 +245,7 @@ class ReadRecipe:
             text = getattr(picture, "text", {}).get(RECIPE_KEY)
         if text is None:
             raise ValueError(f"{image} has no PTI recipe: save images with Save Image (PTI) and a latent connected")
-        latent = decode_recipe(text)
-        summary = {k: v for k, v in json.loads(text).items() if k != "rows"} | {"rows": latent.meta["rows"]}
-        return (latent, json.dumps(summary, indent=1))
+        return (decode_recipe(text), json.dumps(recipe_summary(text), indent=1))
 
 
 NODE_CLASS_MAPPINGS = {

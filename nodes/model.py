@@ -11,7 +11,8 @@ import folder_paths
 import torch
 
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
-from ..pti.projection import Latent, synthesize
+from ..pti.hashing import generator_hash
+from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
 from . import common
 
 log = logging.getLogger("pti.nodes")
@@ -52,7 +53,6 @@ class _GeneratorCache:
                 return self._entries[key]
         source = None if path == DEFAULT_GENERATOR_FILE else str(path)
         G = load_generator(source, device=device).eval()
-        common.remember_hash(G, G.source_info["hash"])
         with self._lock:
             self._entries[key] = G
             while len(self._entries) > self.capacity:
@@ -143,9 +143,9 @@ class SampleLatent:
             "stage": "sample",
             "truncation_psi": truncation_psi,
             "rows": [{"seed": seed + i} for i in range(batch_size)],
-            "generator_lineage": common.generator_lineage(G),
+            "generator_lineage": generator_lineage(G),
         }
-        return (Latent(ws.detach().clone(), {}, "w", common.generator_hash(G), meta),)
+        return (Latent(ws.detach().clone(), {}, "w", generator_hash(G), meta),)
 
 
 class Decode:
@@ -173,7 +173,7 @@ class Decode:
 
 def decode_latent(G: torch.nn.Module, latent: Latent, truncation_psi: float = 1.0, noise_mode: str = "const"):
     """Render ``latent`` with ``G`` in chunks -> ComfyUI IMAGE. Truncation pulls each w toward ``G``'s w_avg."""
-    common.check_latent_fits(latent, G)
+    check_latent_fits(latent, G)
     device = common.generator_device(G)
     ws = latent.ws.to(device)
     if truncation_psi != 1.0:

@@ -310,13 +310,13 @@ def _load_yunet(path: Path) -> torch.nn.Module:
     if key not in _YUNET_CACHE:
         from kornia.models.yunet import YuNet
 
-        from .edit import DirectionError, read_torch_file
+        from .checkpoints import CheckpointError, read_torch_file
 
         model = YuNet("test", pretrained=False)
         try:
             state = read_torch_file(path)
             model.load_state_dict(state, strict=True)
-        except (DirectionError, RuntimeError, TypeError) as exc:
+        except (CheckpointError, RuntimeError, TypeError) as exc:
             raise DetectorUnavailableError(f"the YuNet weights file {path} cannot be used: {exc}") from exc
         _YUNET_CACHE[key] = model.eval()
     return _YUNET_CACHE[key]

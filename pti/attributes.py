@@ -69,8 +69,8 @@ class AttributeRegressor(nn.Module):
 
 
 def save_regressor(model: AttributeRegressor, path: str | Path, provenance: dict | None = None) -> None:
-    """Write fp16 weights and the architecture + attribute names as safetensors metadata."""
-    from safetensors.torch import save_file
+    """Write fp16 weights and the architecture + attribute names as safetensors metadata (atomically)."""
+    from .checkpoints import write_safetensors
 
     tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     metadata = {
@@ -79,7 +79,7 @@ def save_regressor(model: AttributeRegressor, path: str | Path, provenance: dict
         "attributes": json.dumps(list(ATTRIBUTE_NAMES)),
         "provenance": json.dumps(provenance or {}),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_regressor(path: str | Path | None = None, device: str | torch.device = "cpu") -> AttributeRegressor:

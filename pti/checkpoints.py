@@ -17,7 +17,9 @@ rosinality stylegan2-pytorch    ``*.pt`` (``torch.save``, zip or legacy)   restr
 
 Also here: ``save_generator`` (atomic, optional fp16 storage), ``describe_checkpoint`` (for ``python -m pti
 info``), ``read_safetensors``/``write_safetensors`` (header-validating reader and atomic writer shared by the
-delta, direction and latent files) and ``export_rosinality_state_dict`` (the mapping below, inverted).
+delta, direction and latent files), ``read_torch_file`` (any other ``torch.save`` file, e.g. detector weights or
+directions, through the same restricted unpickler) and ``export_rosinality_state_dict`` (the mapping below,
+inverted).
 
 Safety: no file is ever passed to ``pickle.load`` or ``torch.load``. Pickled data goes through
 ``pti.safe_pickle``, which interprets the pickle instructions itself and maps an explicit allow-list of globals
@@ -71,7 +73,8 @@ from typing import Any, BinaryIO
 import torch
 
 from . import ops
-from .hashing import state_dict_hash
+from .atomic import write_atomically
+from .hashing import remember_hash, state_dict_hash
 from .networks import Generator
 from .safe_pickle import (
     NVIDIA_PICKLE_GLOBALS,
@@ -81,6 +84,7 @@ from .safe_pickle import (
     PickleError,
     TensorRef,
     TorchArchive,
+    load_torch_file,
     safe_unpickle,
 )
 
@@ -195,20 +199,28 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
 
 
 def write_safetensors(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write ``tensors`` + string ``metadata`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``tensors`` + string ``metadata`` atomically (``pti.atomic``: temporary file beside it, then rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    return write_atomically(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+
+
+# ====================================================================================================================
+# torch.save files that are not generators (detector weights, direction files)
+
+
+def read_torch_file(path: PathLike) -> Any:
+    """The object in a ``torch.save`` file, read by the restricted unpickler (no code runs), tensors loaded.
+
+    Anything the allow-list refuses, a corrupt archive or implausibly deep nesting is a ``CheckpointError``.
+    """
     try:
-        save_file(cpu, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # safetensors creates its files 0600: a saved result should be readable like a PNG
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        return load_torch_file(path)
+    except PickleError as exc:
+        raise CheckpointError(f"{path}: cannot read this torch file safely ({exc})") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path}: the torch file nests containers implausibly deep") from None
 
 
 # ====================================================================================================================
@@ -681,6 +693,7 @@ def load_generator(source: PathLike | None = None, device: str | torch.device = 
     G, info = _LOADERS[sniff_format(path)](path)
     G = G.eval().to(device)
     G.source_info = {"format": info.pop("format"), "path": str(path), "hash": state_dict_hash(G), **info}
+    remember_hash(G, G.source_info["hash"])
     log.debug("loaded %s generator from %s (hash %s)", G.source_info["format"], path, G.source_info["hash"])
     return G
 
@@ -732,6 +745,7 @@ __all__ = [
     "export_rosinality_state_dict",
     "load_generator",
     "read_safetensors",
+    "read_torch_file",
     "save_generator",
     "sniff_format",
     "write_safetensors",

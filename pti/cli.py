@@ -107,18 +107,14 @@ def _run_edit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .checkpoints import load_generator
-    from .edit import parse_layer_range, parse_strengths, resolve_direction, strength_sweep
+    from .discovery import resolve_direction
+    from .edit import parse_layer_range, parse_strengths, strength_sweep
     from .image import make_comparison, save_image
-    from .projection import Latent, synthesize
+    from .latent import Latent, check_latent_fits, synthesize
 
     base = load_generator(args.checkpoint)
     latent = Latent.load(args.latent)
-    latent.check_compatible(base)
-    if latent.generator_hash and latent.generator_hash != base.source_info["hash"]:
-        raise ValueError(
-            f"{args.latent} was projected with generator {latent.generator_hash}, but the base generator is "
-            f"{base.source_info['hash']}; pass the --checkpoint it was projected with"
-        )
+    check_latent_fits(latent, base)
     decoder = base
     if args.tuned:
         from .delta import load_delta

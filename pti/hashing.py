@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 
 import torch
+
+_known: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def state_dict_hash(module_or_state: torch.nn.Module | dict[str, torch.Tensor], length: int = 16) -> str:
@@ -21,3 +24,20 @@ def state_dict_hash(module_or_state: torch.nn.Module | dict[str, torch.Tensor], 
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()[:length]
+
+
+def generator_hash(G: torch.nn.Module) -> str:
+    """``state_dict_hash`` of a generator, computed once per object.
+
+    For generators that are handed on and never changed in place (loaded, tuned or rebuilt ones: every PTI step
+    makes a new generator); hash a generator you modify in place with ``state_dict_hash``.
+    """
+    known = _known.get(G)
+    if known is None:
+        known = _known[G] = state_dict_hash(G)
+    return known
+
+
+def remember_hash(G: torch.nn.Module, known_hash: str) -> None:
+    """Record the hash of ``G`` computed elsewhere (its loader computes it) so ``generator_hash`` needs no rehash."""
+    _known[G] = known_hash

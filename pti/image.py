@@ -297,3 +297,41 @@ def make_comparison(
         x += tile.shape[-1] + gap
     array = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 127.5 - 1)
     return array.permute(2, 0, 1).contiguous()
+
+
+def image_grid(images: torch.Tensor, columns: int = 0, fill: float = 1.0) -> torch.Tensor:
+    """Tile ``images`` ``[N, C, H, W]`` row by row into one ``[C, rows*H, columns*W]`` image.
+
+    ``columns`` 0 makes the grid about square; cells after the last image are ``fill`` (1 is white both for 0..1
+    images and for images in ``[-1, 1]``).
+    """
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"image_grid needs a non-empty batch [N, C, H, W], got {list(images.shape)}")
+    count, channels, height, width = images.shape
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = -(-count // columns)
+    canvas = images.new_full((channels, rows * height, columns * width), fill)
+    for index, image in enumerate(images):
+        top, left = (index // columns) * height, (index % columns) * width
+        canvas[:, top : top + height, left : left + width] = image
+    return canvas
+
+
+def render_sweep_grid(
+    G: torch.nn.Module,
+    ws: torch.Tensor,
+    directions: list,
+    strengths: tuple[float, ...] | list[float] = (-2.0, 0.0, 2.0),
+    noise_mode: str = "const",
+) -> torch.Tensor:
+    """Edits of ``ws[0]`` rendered by ``G`` as a grid ``[C, rows*H, cols*W]`` in ``[-1, 1]``: one row per
+    direction (``pti.directions.Direction``), one column per strength."""
+    from .edit import strength_sweep
+
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        images = [
+            G.synthesis(strength_sweep(ws[:1], direction, strengths).to(device), noise_mode=noise_mode).float().cpu()
+            for direction in directions
+        ]
+    return image_grid(torch.cat(images), columns=len(strengths))

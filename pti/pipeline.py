@@ -19,9 +19,11 @@ import torch
 from .delta import save_delta
 from .hashing import state_dict_hash
 from .image import GeneratorImages, as_targets, make_comparison, save_image
+from .latent import Latent, synthesize
 from .metrics import summarize
 from .networks import Generator
-from .projection import CancelFn, Latent, ProgressFn, project, projection_settings, synthesize
+from .projection import project, projection_settings
+from .runtime import CancelFn, ProgressFn
 from .tune import pivotal_tune, tuning_settings
 
 StageProgress = Callable[[str, int], ProgressFn | None]

@@ -1,6 +1,6 @@
 """Stage 1 of PTI: project a photo into the generator's latent space (the *pivot*).
 
-``project`` follows the StyleGAN2-ADA projector that PTI uses (see ``PTI_REFERENCE.md``): start from w_avg, optimise
+``project`` follows the StyleGAN2-ADA projector that PTI uses (see ``docs/design.md``): start from w_avg, optimise
 w and the per-layer noise maps with Adam under a ramped learning rate and a decaying latent noise, LPIPS(VGG) loss
 plus a noise-map regulariser, noise maps renormalised after every step. Two presets:
 
@@ -17,184 +17,23 @@ The generator is never modified: gradients are taken only with respect to the la
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
-from .checkpoints import write_safetensors
-from .errors import Cancelled, explain_out_of_memory
+from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import as_targets, to_unit
-from .networks import Generator, clone_generator
+from .latent import SPACES, Latent
+from .networks import Generator
 from .perceptual import LpipsToTargets, load_lpips
+from .runtime import CancelFn, ProgressFn, autograd_ready, check_cancel, device_of, settings_from_preset
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int, dict[str, float], torch.Tensor | None], None]
-CancelFn = Callable[[], bool]
-
-SPACES = ("w", "w+")
-LATENT_FORMAT = "pti-latent"
-_NOISE_KEY = re.compile(r"^b(\d+)\.conv[01]$")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The latent (pivot) container
-
-
-@dataclass
-class Latent:
-    """One or more projected latents: ``ws`` ``[N, num_ws, w_dim]`` plus optional per-row noise maps.
-
-    ``noises`` maps ``'b{res}.conv{0,1}'`` to ``[N, 1, res, res]`` tensors (the projected noise, kept for
-    provenance and for ``synthesize(..., use_noises=True)``); ``space`` is how the rows were found (``"w"``: one w
-    broadcast to every layer, ``"w+"``: one w per layer); ``generator_hash`` is the ``state_dict_hash`` of the
-    generator they belong to; ``meta`` is JSON-able provenance (steps, settings, final loss, ...).
-    """
-
-    ws: torch.Tensor
-    noises: dict[str, torch.Tensor] = field(default_factory=dict)
-    space: str = "w+"
-    generator_hash: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.ws, torch.Tensor) or self.ws.ndim != 3 or not self.ws.is_floating_point():
-            shape = list(self.ws.shape) if isinstance(self.ws, torch.Tensor) else type(self.ws).__name__
-            raise ValueError(f"Latent.ws must be a float tensor [N, num_ws, w_dim], got {shape}")
-        if self.space not in SPACES:
-            raise ValueError(f"Latent.space must be one of {SPACES}, got {self.space!r}")
-        for name, noise in self.noises.items():
-            match = _NOISE_KEY.match(name)
-            if match is None:
-                raise ValueError(f"noise map name {name!r} is not of the form 'b<res>.conv0' / 'b<res>.conv1'")
-            res = int(match.group(1))
-            if tuple(noise.shape) != (len(self), 1, res, res):
-                raise ValueError(f"noise map {name!r} must be [{len(self)}, 1, {res}, {res}], got {list(noise.shape)}")
-
-    def __len__(self) -> int:
-        return self.ws.shape[0]
-
-    def _replace(self, ws: torch.Tensor, noises: dict[str, torch.Tensor]) -> Latent:
-        return Latent(ws, noises, self.space, self.generator_hash, json.loads(json.dumps(self.meta)))
-
-    def to(self, device: torch.device | str) -> Latent:
-        """A copy on ``device``."""
-        return self._replace(self.ws.to(device), {k: v.to(device) for k, v in self.noises.items()})
-
-    def clone(self) -> Latent:
-        """An independent copy (tensors cloned, meta deep-copied)."""
-        return self._replace(self.ws.detach().clone(), {k: v.detach().clone() for k, v in self.noises.items()})
-
-    def select(self, index: int) -> Latent:
-        """Row ``index`` as a one-row Latent."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"latent index {index} out of range for {len(self)} rows")
-        index = index % len(self)
-        rows = slice(index, index + 1)
-        return self._replace(self.ws[rows].clone(), {k: v[rows].clone() for k, v in self.noises.items()})
-
-    @staticmethod
-    def cat(latents: list[Latent]) -> Latent:
-        """Stack rows of several latents (same generator, space, shapes and noise names)."""
-        if not latents:
-            raise ValueError("Latent.cat needs at least one latent")
-        first = latents[0]
-        for other in latents[1:]:
-            if other.ws.shape[1:] != first.ws.shape[1:]:
-                raise ValueError(f"cannot stack latents shaped {list(first.ws.shape)} and {list(other.ws.shape)}")
-            if other.space != first.space or other.generator_hash != first.generator_hash:
-                raise ValueError("cannot stack latents from different spaces or generators")
-            if set(other.noises) != set(first.noises):
-                raise ValueError("cannot stack latents with different noise maps")
-        ws = torch.cat([lat.ws for lat in latents])
-        noises = {k: torch.cat([lat.noises[k] for lat in latents]) for k in first.noises}
-        meta = {"rows": [lat.meta for lat in latents]} if len(latents) > 1 else first.meta
-        return Latent(ws, noises, first.space, first.generator_hash, json.loads(json.dumps(meta)))
-
-    def check_compatible(self, G: Generator) -> None:
-        """Raise ValueError when the latent cannot drive ``G`` (layer count, w size or noise names differ)."""
-        if tuple(self.ws.shape[1:]) != (G.num_ws, G.w_dim):
-            raise ValueError(
-                f"latent is [N, {self.ws.shape[1]}, {self.ws.shape[2]}] but the generator needs "
-                f"[N, {G.num_ws}, {G.w_dim}]; project the image with this generator"
-            )
-        unknown = set(self.noises) - set(G.synthesis.noise_layers())
-        if unknown:
-            raise ValueError(f"latent has noise maps the generator lacks: {sorted(unknown)}")
-
-    def save(self, path: str | Path) -> Path:
-        """Write a ``.safetensors`` file (tensors + JSON metadata; no pickle)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"ws": self.ws.detach().to("cpu", torch.float32).contiguous()}
-        for name, noise in self.noises.items():
-            tensors[f"noise.{name}"] = noise.detach().to("cpu", torch.float32).contiguous()
-        metadata = {
-            "format": LATENT_FORMAT,
-            "version": "1",
-            "space": self.space,
-            "generator_hash": self.generator_hash,
-            "meta": json.dumps(self.meta),
-        }
-        return write_safetensors(path, tensors, metadata)  # atomic: temporary file, then rename
-
-    @classmethod
-    def load(cls, path: str | Path) -> Latent:
-        """Read a file written by ``save``; refuses anything else with a ValueError that says why."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"latent file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as exc:  # safetensors raises several types for corrupt headers
-            raise ValueError(f"{path} is not a readable .safetensors file ({exc})") from exc
-        if metadata.get("format") != LATENT_FORMAT:
-            raise ValueError(
-                f"{path} is not a PTI latent (format {metadata.get('format')!r}, expected {LATENT_FORMAT!r})"
-            )
-        if "ws" not in tensors:
-            raise ValueError(f"{path} has no 'ws' tensor")
-        noises = {}
-        for key, tensor in tensors.items():
-            if key == "ws":
-                continue
-            if not key.startswith("noise."):
-                raise ValueError(f"{path} holds an unexpected tensor {key!r}")
-            noises[key[len("noise.") :]] = tensor
-        try:
-            meta = json.loads(metadata.get("meta", "{}"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} has malformed metadata ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{path} has malformed metadata: 'meta' must be a JSON object, got {type(meta).__name__}")
-        if not torch.isfinite(tensors["ws"]).all():
-            raise ValueError(f"{path} holds NaN or infinite latent values")
-        return cls(tensors["ws"], noises, metadata.get("space", ""), metadata.get("generator_hash", ""), meta)
-
-
-def synthesize(G: Generator, latent: Latent, use_noises: bool = False, noise_mode: str = "const") -> torch.Tensor:
-    """Render every row of ``latent`` with ``G`` -> ``[N, C, R, R]`` in ``[-1, 1]`` (no gradients).
-
-    By default the generator's own constant noise buffers are used (``noise_mode='const'``), which is how pivotal
-    tuning renders the pivot; ``use_noises=True`` uses the latent's projected noise maps instead.
-    """
-    latent.check_compatible(G)
-    device = _device_of(G)
-    noises = {k: v.to(device) for k, v in latent.noises.items()} if use_noises else None
-    with torch.no_grad():
-        return G.synthesis(latent.ws.to(device), noise_mode=noise_mode, noises=noises)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -234,45 +73,13 @@ PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
 }
 
 
-def settings_from_preset(what: str, presets: dict[str, Any], preset: str, overrides: dict[str, Any]) -> Any:
-    """Preset ``preset`` of ``presets`` with the non-``None`` ``overrides`` replaced; unknown names raise ValueError.
-
-    ``what`` names the stage in messages ("projection", "tuning").
-    """
-    if preset not in presets:
-        raise ValueError(f"unknown {what} preset {preset!r}; choose one of {sorted(presets)}")
-    base = presets[preset]
-    valid = {f.name for f in dataclasses.fields(base)}
-    unknown = set(overrides) - valid
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
 def projection_settings(preset: str = "fast", **overrides: Any) -> ProjectionSettings:
     """The settings of a preset with some fields replaced; unknown names raise a ValueError listing valid ones."""
     return settings_from_preset("projection", PROJECTION_PRESETS, preset, overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Helpers shared with tuning
-
-
-def _device_of(G: torch.nn.Module) -> torch.device:
-    return next(G.parameters()).device
-
-
-def autograd_ready(G: Generator) -> Generator:
-    """``G`` itself, or a deep copy when its tensors were created under ``torch.inference_mode`` (as in ComfyUI),
-    because inference tensors cannot take part in a backward pass. Call inside ``torch.inference_mode(False)``."""
-    if any(t.is_inference() for t in (*G.parameters(), *G.buffers())):
-        return clone_generator(G)
-    return G
-
-
-def check_cancel(cancel: CancelFn | None, what: str, step: int) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled(f"{what} cancelled at step {step}")
+# Schedules and losses
 
 
 def _lpips_input(images: torch.Tensor, max_resolution: int) -> torch.Tensor:
@@ -333,7 +140,7 @@ def project(
     out_of_memory = explain_out_of_memory("projection", G.img_resolution, advice)
     with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
         G_used = autograd_ready(G)
-        device = _device_of(G_used)
+        device = device_of(G_used)
         targets = as_targets(images, G.img_resolution, device)
         lpips_model = load_lpips(settings.lpips_net, device)
         w_samples, w_avg, w_std = _sample_w(G_used, settings.num_w_samples, seed, device)

@@ -46,6 +46,6 @@ def load_pack() -> ModuleType:
 
 
 def pack_module(relative_name: str) -> ModuleType:
-    """A submodule of the loaded pack, e.g. ``pack_module("pti.projection")`` (the pack's own copy, as in ComfyUI)."""
+    """A submodule of the loaded pack, e.g. ``pack_module("pti.latent")`` (the pack's own copy, as in ComfyUI)."""
     load_pack()
     return importlib.import_module(f"{PACK_MODULE_NAME}.{relative_name}")

@@ -15,9 +15,11 @@ from conftest import REPO_ROOT, make_generator, tensor_digest
 from pack_loader import load_pack, pack_module
 
 from pti.checkpoints import CheckpointError, load_generator
-from pti.edit import Direction, DirectionError, apply_direction
+from pti.directions import Direction, DirectionError
+from pti.edit import apply_direction
 from pti.image import prepare_target
-from pti.projection import Latent, project, synthesize
+from pti.latent import Latent, synthesize
+from pti.projection import project
 from pti.tune import pivotal_tune
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -181,7 +183,7 @@ def test_nan_and_inf_pixels_are_refused_by_the_core(value):
 def test_empty_batches(G, core_G):
     with pytest.raises(ValueError, match="the IMAGE batch is empty"):
         run_node("PTI_ProjectPivot", generator=G, image=_photo(batch=0), steps=STEPS, space="W", seed=0)
-    empty_latent = pack_module("pti.projection").Latent(torch.zeros(0, G.num_ws, G.w_dim), {}, "w", "", {})
+    empty_latent = pack_module("pti.latent").Latent(torch.zeros(0, G.num_ws, G.w_dim), {}, "w", "", {})
     with pytest.raises(ValueError, match="the latent batch is empty"):
         run_node("PTI_Decode", generator=G, latent=empty_latent, truncation_psi=1.0, noise_mode="const")
     with pytest.raises(ValueError, match="empty"):
@@ -230,11 +232,11 @@ def test_latent_of_the_same_shape_from_an_unrelated_generator(G):
 
 
 def test_direction_of_the_wrong_size(G, core_G):
-    wrong = pack_module("pti.edit").Direction("ffhq_smile", torch.ones(512), None, {})
+    wrong = pack_module("pti.directions").Direction("ffhq_smile", torch.ones(512), None, {})
     with pytest.raises(ValueError, match=r"512-dimensional but the generator's w_dim is 32"):
         run_node("PTI_ApplyLatentEdit", latent=_latent(G), direction=wrong, mode="single", strength=1.0,
                  strengths="", layer_start=-1, layer_end=-1)  # fmt: skip
-    layered = pack_module("pti.edit").Direction("deep", torch.ones(20, 32), None, {})
+    layered = pack_module("pti.directions").Direction("deep", torch.ones(20, 32), None, {})
     with pytest.raises(ValueError, match="has 20 layers but the generator has num_ws=8"):
         run_node("PTI_ApplyLatentEdit", latent=_latent(G), direction=layered, mode="single", strength=1.0,
                  strengths="", layer_start=-1, layer_end=-1)  # fmt: skip

@@ -16,7 +16,8 @@ from pti.checkpoints import save_generator
 from pti.delta import save_delta
 from pti.errors import Cancelled
 from pti.image import GeneratorImages
-from pti.projection import Latent, project
+from pti.latent import Latent
+from pti.projection import project
 from pti.tune import pivotal_tune
 
 STEPS = 3
@@ -155,8 +156,9 @@ def _pack():
 
 def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     nodes, pack_module = _pack()
-    common, io_nodes = pack_module("nodes.common"), pack_module("nodes.io")
-    networks, project_module = pack_module("pti.networks"), pack_module("pti.projection")
+    io_nodes, saved_result = pack_module("nodes.io"), pack_module("pti.saved_result")
+    networks, latent_module = pack_module("pti.networks"), pack_module("pti.latent")
+    generator_hash = pack_module("pti.hashing").generator_hash
 
     def packed(seed):
         H = networks.Generator(**G.init_kwargs)
@@ -167,15 +169,15 @@ def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     monkeypatch.setattr(io_nodes, "_output_pti_dir", lambda: tmp_path)
 
     def save(rows, tuned):
-        latent = project_module.Latent(torch.zeros(rows, G.num_ws, G.w_dim), {}, "w", common.generator_hash(base), {})
+        latent = latent_module.Latent(torch.zeros(rows, G.num_ws, G.w_dim), {}, "w", generator_hash(base), {})
         with torch.inference_mode():
             nodes["PTI_SavePTI"]().save(base, tuned, latent, "result", "output/pti", "fp16")
 
-    save(1, common.mark_derived(packed(1), base))
+    save(1, latent_module.mark_derived(packed(1), base))
     before = {p.name: p.read_bytes() for p in (tmp_path / "result").iterdir()}
-    monkeypatch.setattr(io_nodes, "save_delta", lambda *a, **k: (_ for _ in ()).throw(_DiskFull("disk full")))
+    monkeypatch.setattr(saved_result, "save_delta", lambda *a, **k: (_ for _ in ()).throw(_DiskFull("disk full")))
     with pytest.raises(_DiskFull):
-        save(2, common.mark_derived(packed(2), base))
+        save(2, latent_module.mark_derived(packed(2), base))
     assert {p.name: p.read_bytes() for p in (tmp_path / "result").iterdir()} == before
 
 

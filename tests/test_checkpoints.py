@@ -30,7 +30,7 @@ from pti.checkpoints import (
 )
 from pti.delta import save_delta
 from pti.hashing import state_dict_hash
-from pti.projection import Latent
+from pti.latent import Latent
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes  # noqa: E402

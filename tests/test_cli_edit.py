@@ -22,7 +22,7 @@ ASTRONAUT_POINTS = "203,101,247,104,225,127,203.5,140.5,245,140.5"
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from pti.checkpoints import save_generator
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     root = tmp_path_factory.mktemp("cli_edit")
     G = make_generator(resolution=16, w_dim=32)
@@ -96,7 +96,7 @@ def test_edit_refuses_mismatched_inputs_and_writes_nothing(files, tmp_path, caps
     assert main(base + ["--checkpoint", str(root / "base.safetensors"), "--direction", str(tmp_path / "wide.npy")]) == 2
     assert "512-dimensional" in capsys.readouterr().err
     assert main(base + ["--checkpoint", str(tmp_path / "other.safetensors"), "--direction", "sefa:0"]) == 2
-    assert "projected with generator" in capsys.readouterr().err
+    assert "not a tuned version" in capsys.readouterr().err
     assert (
         main(base + ["--checkpoint", str(root / "base.safetensors"), "--direction", "sefa:0", "--strength", "x"]) == 2
     )

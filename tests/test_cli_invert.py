@@ -14,8 +14,8 @@ from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator
 from pti.cli import main
 from pti.delta import load_delta
 from pti.image import load_image
+from pti.latent import Latent, synthesize
 from pti.metrics import psnr
-from pti.projection import Latent, synthesize
 
 EXAMPLE = WORKFLOW_DIR / EXAMPLE_IMAGE  # the photo of the README main job
 

@@ -15,7 +15,8 @@ import torch
 from conftest import make_generator, tensor_digest
 
 from pti.image import GeneratorImages
-from pti.projection import Latent, project, synthesize
+from pti.latent import Latent, synthesize
+from pti.projection import project
 from pti.tune import pivotal_tune
 
 STEPS = 3

@@ -6,9 +6,15 @@ Thresholds are the benchmark's measured values (benchmarks/bench_default_model.p
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from conftest import REPO_ROOT
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -106,3 +112,45 @@ def test_regressor_refuses_files_that_are_not_regressors(tmp_path):
         load_regressor(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         AttributeRegressor()(torch.zeros(2, 64, 64))
+
+
+ABSOLUTE_PATH = re.compile(r"^(?:/|[A-Za-z]:[\\/]|\\\\)")  # POSIX, Windows drive, UNC
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a metadata value, looking inside strings that hold JSON."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return
+        if isinstance(decoded, (dict, list)):
+            yield from _strings(decoded)
+
+
+def _metadata(path: Path) -> Any:
+    """What a shipped file says about itself: safetensors metadata, a JSON document, or an image's text and EXIF."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    with Image.open(path) as image:
+        return [str(v) for v in (*image.info.values(), *image.getexif().values())]
+
+
+def test_shipped_files_record_no_absolute_paths():
+    """Training records travel with the pack: a path in them is relative to the repository, never the trainer's."""
+    shipped = [p for folder in (DEFAULT_MODEL_DIR, REPO_ROOT / "workflows") for p in sorted(folder.iterdir())]
+    assert any(p.name == "training.json" for p in shipped) and any(p.suffix == ".safetensors" for p in shipped)
+    for path in shipped:
+        absolute = sorted({s for s in _strings(_metadata(path)) if ABSOLUTE_PATH.match(s)})
+        assert not absolute, f"{path.relative_to(REPO_ROOT)} records absolute paths: {absolute}"

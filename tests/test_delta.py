@@ -8,9 +8,9 @@ from conftest import make_generator, tensor_digest
 
 from pti.checkpoints import CheckpointError, load_generator, save_generator
 from pti.delta import export_full, export_state_dict_pt, load_delta, read_delta_metadata, save_delta
+from pti.latent import Latent, synthesize
 from pti.metrics import psnr
 from pti.networks import Generator
-from pti.projection import Latent, synthesize
 from pti.tune import pivotal_tune
 
 

@@ -9,22 +9,17 @@ import pytest
 import torch
 from conftest import make_generator, tensor_digest
 
-from pti import edit
-from pti.edit import (
+from pti import discovery
+from pti.directions import (
     Direction,
     DirectionError,
-    apply_direction,
-    ganspace,
-    interpolate,
+    default_directions,
     load_direction,
     load_directions,
-    parse_strengths,
-    resolve_direction,
     save_directions,
-    sefa,
-    strength_sweep,
-    style_mix,
 )
+from pti.discovery import ganspace, resolve_direction, sefa
+from pti.edit import apply_direction, interpolate, parse_strengths, strength_sweep, style_mix
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +30,9 @@ def G():
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
-    edit.clear_memory_cache()
+    discovery.clear_memory_cache()
     yield
-    edit.clear_memory_cache()
+    discovery.clear_memory_cache()
 
 
 def _image_changes(G, ws, directions, strength):
@@ -103,7 +98,7 @@ def test_sefa_layer_groups_follow_resolution(G):
 def test_sefa_matches_eigendecomposition_of_normalised_affines(G):
     top = sefa(G, 1, use_cache=False)[0]
     rows = []
-    for _, _, _, layer in edit.style_layers(G):
+    for _, _, _, layer in discovery.style_layers(G):
         weight = layer.affine.weight.detach().double()
         rows.append(weight / weight.norm(dim=1, keepdim=True))
     A = torch.cat(rows)
@@ -114,16 +109,16 @@ def test_sefa_matches_eigendecomposition_of_normalised_affines(G):
 
 
 def test_second_use_hits_the_cache_in_memory_then_on_disk(G, tmp_path):
-    start = dict(edit.CACHE_STATS)
+    start = dict(discovery.CACHE_STATS)
     first = ganspace(G, 5, 2000)
-    assert edit.CACHE_STATS["computed"] == start["computed"] + 1
+    assert discovery.CACHE_STATS["computed"] == start["computed"] + 1
     again = ganspace(G, 5, 2000)
-    assert edit.CACHE_STATS["computed"] == start["computed"] + 1
-    assert edit.CACHE_STATS["memory_hits"] == start["memory_hits"] + 1
-    edit.clear_memory_cache()
+    assert discovery.CACHE_STATS["computed"] == start["computed"] + 1
+    assert discovery.CACHE_STATS["memory_hits"] == start["memory_hits"] + 1
+    discovery.clear_memory_cache()
     from_disk = ganspace(G, 5, 2000)
-    assert edit.CACHE_STATS["disk_hits"] == start["disk_hits"] + 1
-    assert edit.CACHE_STATS["computed"] == start["computed"] + 1
+    assert discovery.CACHE_STATS["disk_hits"] == start["disk_hits"] + 1
+    assert discovery.CACHE_STATS["computed"] == start["computed"] + 1
     for a, b, c in zip(first, again, from_disk):
         assert torch.equal(a.vector, b.vector) and torch.equal(a.vector, c.vector) and a.meta == c.meta
     assert len(list((tmp_path / "cache" / "directions").glob("ganspace-*.safetensors"))) == 1
@@ -132,7 +127,7 @@ def test_second_use_hits_the_cache_in_memory_then_on_disk(G, tmp_path):
     other = make_generator(resolution=32, w_dim=32, seed=5)
     sefa(G, 3)
     sefa(other, 3)
-    assert edit.CACHE_STATS["computed"] == start["computed"] + 4
+    assert discovery.CACHE_STATS["computed"] == start["computed"] + 4
     # Mutating a returned direction does not leak into the cache.
     again[0].vector.add_(1.0)
     assert torch.equal(ganspace(G, 5, 2000)[0].vector, first[0].vector)
@@ -140,12 +135,12 @@ def test_second_use_hits_the_cache_in_memory_then_on_disk(G, tmp_path):
 
 def test_damaged_cache_file_is_recomputed(G, tmp_path):
     sefa(G, 2)
-    edit.clear_memory_cache()
+    discovery.clear_memory_cache()
     (cached,) = (tmp_path / "cache" / "directions").glob("sefa-*.safetensors")
     cached.write_bytes(b"garbage")
-    computed = edit.CACHE_STATS["computed"]
+    computed = discovery.CACHE_STATS["computed"]
     assert len(sefa(G, 2)) == 2
-    assert edit.CACHE_STATS["computed"] == computed + 1
+    assert discovery.CACHE_STATS["computed"] == computed + 1
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -217,7 +212,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
     with pytest.raises(DirectionError, match="not a readable"):
         load_direction(tmp_path / "bad.safetensors")
     with pytest.raises(FileNotFoundError, match="not shipped"):
-        edit.default_directions(tmp_path / "directions.safetensors")
+        default_directions(tmp_path / "directions.safetensors")
     with pytest.raises(DirectionError, match="sefa:K"):
         resolve_direction("sefa:x", make_generator(resolution=8))
 
@@ -257,13 +252,13 @@ def test_strength_sweep_layout(G):
 
 
 def test_latent_objects_are_edited_as_new_latents(G):
-    project = pytest.importorskip("pti.projection")
+    latent_module = pytest.importorskip("pti.latent")
     noise = {"b8.conv0": torch.randn(1, 1, 8, 8)}
-    latent = project.Latent(torch.randn(1, G.num_ws, G.w_dim), noise, "w", "hash", {"k": 1})
+    latent = latent_module.Latent(torch.randn(1, G.num_ws, G.w_dim), noise, "w", "hash", {"k": 1})
     before = tensor_digest([latent.ws, latent.noises])
     whole = apply_direction(latent, Direction("d", torch.randn(G.w_dim)), 1.0)
     partial = strength_sweep(latent, Direction("d", torch.randn(G.w_dim), (0, 2)), [0.0, 1.0])
-    assert isinstance(whole, project.Latent) and whole.space == "w" and whole.generator_hash == "hash"
+    assert isinstance(whole, latent_module.Latent) and whole.space == "w" and whole.generator_hash == "hash"
     assert partial.space == "w+" and len(partial) == 2 and partial.noises["b8.conv0"].shape == (2, 1, 8, 8)
     assert tensor_digest([latent.ws, latent.noises]) == before
 
@@ -308,12 +303,12 @@ def test_compute_directions_node(G):
     args = dict(generator=G, method="sefa", num_components=6, component=2, layers="coarse", num_samples=1000, seed=0)
     with torch.inference_mode():
         direction, directions, preview = node_class().compute(**args, preview_components=3, preview_strength=3.0)
-        computed = edit.CACHE_STATS["computed"]
+        computed = discovery.CACHE_STATS["computed"]
         again = node_class().compute(**{**args, "method": "sefa"}, preview_components=0, preview_strength=3.0)
     assert tensor_digest(G) == before
     assert len(directions) == 6 and direction.name == directions[2].name and direction.layers == (0, 3)
     assert preview.shape == (1, 3 * G.img_resolution, 3 * G.img_resolution, 3)
-    assert edit.CACHE_STATS["computed"] == computed and torch.equal(again[0].vector, direction.vector)
+    assert discovery.CACHE_STATS["computed"] == computed and torch.equal(again[0].vector, direction.vector)
     # The middle column (strength 0) is the same image in every row; the edited columns differ from it.
     size = G.img_resolution
     middle = preview[0, :, size : 2 * size]

@@ -15,10 +15,11 @@ from PIL import Image
 from pti import faces
 from pti.attributes import load_regressor, predict_attributes
 from pti.checkpoints import load_generator
-from pti.edit import default_directions, strength_sweep
+from pti.directions import default_directions
+from pti.edit import strength_sweep
+from pti.latent import synthesize
 from pti.metrics import psnr, ssim
 from pti.pipeline import invert
-from pti.projection import synthesize
 
 
 def _photo_at(resolution: int) -> torch.Tensor:

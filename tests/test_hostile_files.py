@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes, rosinality_bytes, tiny_generator  # noqa: E402
 
 from pti.checkpoints import CheckpointError, load_generator, read_safetensors, save_generator  # noqa: E402
-from pti.edit import Direction, DirectionError, load_direction, load_directions, save_directions  # noqa: E402
+from pti.directions import Direction, DirectionError, load_direction, load_directions, save_directions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +292,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _latent_load(path):
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     return Latent.load(path)
 
@@ -450,7 +450,7 @@ def _valid_files(tmp_path: Path, G) -> dict[str, tuple[Path, object, type]]:
     from fuzz_loaders import tuned_copy
 
     from pti.delta import save_delta
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     files = {
         "generator safetensors": (save_generator(G, tmp_path / "g.safetensors"), load_generator, CheckpointError),
@@ -549,14 +549,14 @@ def _latent_file(tmp_path: Path, tensors: dict, metadata: dict) -> Path:
     ],
 )  # fmt: skip
 def test_latent_files_with_bad_contents_are_refused(tmp_path, tensors, metadata, message):
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     with pytest.raises(ValueError, match=message):
         Latent.load(_latent_file(tmp_path, tensors, metadata))
 
 
 def test_latent_meta_must_be_an_object(tmp_path):
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     path = _latent_file(tmp_path, {"ws": torch.zeros(1, 4, 8)}, {"format": "pti-latent", "space": "w", "meta": "[]"})
     with pytest.raises(ValueError, match="meta"):

@@ -111,7 +111,7 @@ def tuned(generator, photo, projected):
 
 def direction(name="test", w_dim=32, layers=None, seed=0):
     vector = torch.randn(w_dim, generator=torch.Generator().manual_seed(seed))
-    return pack_module("pti.edit").Direction(name, vector / vector.norm(), layers, {})
+    return pack_module("pti.directions").Direction(name, vector / vector.norm(), layers, {})
 
 
 def latent_of(G, rows=1, seed=0):

@@ -9,8 +9,9 @@ from safetensors.torch import save_file
 
 from pti.errors import Cancelled
 from pti.image import GeneratorImages
+from pti.latent import Latent, synthesize
 from pti.metrics import lpips_distance, mse
-from pti.projection import Latent, project, synthesize
+from pti.projection import project
 
 FAST = dict(lpips_net="alex", num_w_samples=64)
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from fuzz_loaders import nvidia_pickle_bytes, rosinality_bytes, tiny_generator, tuned_copy  # noqa: E402
 
 from pti.checkpoints import load_generator, save_generator  # noqa: E402
-from pti.edit import Direction, load_directions, save_directions  # noqa: E402
+from pti.directions import Direction, load_directions, save_directions  # noqa: E402
 
 # (file, attribute) -> why the call is acceptable there
 ALLOWED_CALLS = {
@@ -111,7 +111,7 @@ def test_static_scan_would_catch_unsafe_code():
 def user_files(tmp_path_factory):
     """One file of every kind a user can hand the pack, written before any loader is disabled."""
     from pti.delta import save_delta
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     folder = tmp_path_factory.mktemp("user_files")
     G = tiny_generator()
@@ -146,7 +146,7 @@ def no_unpickling(monkeypatch):
 
 def test_every_core_loader_works_without_torch_load_or_pickle(user_files, no_unpickling):
     from pti.delta import load_delta
-    from pti.projection import Latent
+    from pti.latent import Latent
 
     folder, G = user_files
     for name in ("network-snapshot.pkl", "rosinality.pt", "rosinality-legacy.pt", "generator.safetensors"):

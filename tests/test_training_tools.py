@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,8 @@ def test_supervised_training_learns_the_renderer_and_exports_a_loadable_model(tr
     assert after < 0.8 * before, (before, after)
     G = load_generator(trained / "trained.safetensors")
     assert G.source_info["provenance"]["iterations"] == 60
+    recorded = G.source_info["provenance"]["settings"]["state"]  # given as an absolute path: recorded relative
+    assert recorded.endswith("/state.pt") and not Path(recorded).is_absolute(), recorded
     assert G.init_kwargs["mapping_kwargs"]["lr_multiplier"] == 1.0  # the mapping network really trains
 
 

@@ -9,8 +9,8 @@ from conftest import make_generator, tensor_digest
 
 from pti.errors import Cancelled
 from pti.image import GeneratorImages, load_image, prepare_target
+from pti.latent import Latent, synthesize
 from pti.metrics import lpips_distance, mse
-from pti.projection import Latent, synthesize
 from pti.tune import pivotal_tune
 
 QUICK = dict(lr=3e-3)

@@ -17,9 +17,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pti  # noqa: E402
 from pti.image import make_comparison, save_image  # noqa: E402
+from pti.latent import synthesize  # noqa: E402
 from pti.metrics import psnr, ssim  # noqa: E402
 from pti.pipeline import invert  # noqa: E402
-from pti.projection import synthesize  # noqa: E402
 
 
 def main() -> None:

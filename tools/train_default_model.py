@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from provenance import portable  # noqa: E402
+
 from pti import faces  # noqa: E402
 from pti.networks import Generator, clone_generator  # noqa: E402
 
@@ -429,6 +431,7 @@ def measure_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = 2024) 
 
 
 def export(args: argparse.Namespace) -> None:
+    from pti.atomic import write_atomically
     from pti.checkpoints import save_generator
 
     state = torch.load(args.state, map_location="cpu", weights_only=True)
@@ -444,23 +447,27 @@ def export(args: argparse.Namespace) -> None:
             f"{state['adversarial_seconds'] / 60:.1f} min): StyleGAN2 D, non-saturating loss, lazy R1, L1 kept"
         )
     stages = earlier_stages(state) + [stage_record(state)]
-    provenance = dict(
-        trained_by="tools/train_default_model.py",
-        method=method,
-        iterations=sum(stage["iterations"] for stage in stages),
-        images_seen=state["images_seen"],
-        wall_minutes=round(sum(stage["wall_minutes"] for stage in stages), 1),
-        settings=settings,
-        stages=stages,
-        attributes=list(faces.ATTRIBUTE_NAMES),
-        w_avg_samples=W_AVG_SAMPLES,
-        note=args.note,
+    # Settings carry the paths the states were written to: recorded relative to the repository, never absolute.
+    provenance = portable(
+        dict(
+            trained_by="tools/train_default_model.py",
+            method=method,
+            iterations=sum(stage["iterations"] for stage in stages),
+            images_seen=state["images_seen"],
+            wall_minutes=round(sum(stage["wall_minutes"] for stage in stages), 1),
+            settings=settings,
+            stages=stages,
+            attributes=list(faces.ATTRIBUTE_NAMES),
+            w_avg_samples=W_AVG_SAMPLES,
+            note=args.note,
+        )
     )
     out = Path(args.export)
     save_generator(G, out, fp16=True, provenance=provenance)
     save_comparison_grid(G, out.with_name("samples.png"), settings["resolution"], pairs=3)
     record = dict(provenance, parameters=G.num_parameters(), file_mb=round(out.stat().st_size / 2**20, 2))
-    out.with_name("training.json").write_text(json.dumps(record, indent=2) + "\n")
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(out.with_name("training.json"), lambda tmp: tmp.write_text(text))
     log.info("exported %s (%d iterations, %d images)", out, state["iteration"], state["images_seen"])
 
 

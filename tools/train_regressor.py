@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from provenance import portable_path  # noqa: E402
+
 from pti import faces  # noqa: E402
 from pti.attributes import AttributeRegressor, load_regressor, save_regressor  # noqa: E402
 
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=step,
         batch=args.batch,
         train_size=args.train_size,
-        continued_from=args.init,
+        continued_from=portable_path(args.init) if args.init else None,
         softened=not args.no_soften,
         wall_minutes=round((time.time() - started) / 60, 1),
         val_mae={name: round(v, 4) for name, v in zip(faces.ATTRIBUTE_NAMES, mae.tolist())},
