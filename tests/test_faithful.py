@@ -12,13 +12,13 @@ import torch
 from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 from PIL import Image
 
-from pti import faces
-from pti.attributes import load_regressor, predict_attributes
 from pti.checkpoints import load_generator
 from pti.edit import default_directions, strength_sweep
 from pti.metrics import psnr, ssim
 from pti.pipeline import invert
 from pti.projection import synthesize
+from pti.synthetic import faces
+from pti.synthetic.attributes import load_regressor, predict_attributes
 
 
 def _photo_at(resolution: int) -> torch.Tensor:

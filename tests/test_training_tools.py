@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from pti import faces
 from pti.checkpoints import load_generator
+from pti.synthetic import faces
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 import fit_directions  # noqa: E402
