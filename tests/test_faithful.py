@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 from PIL import Image
 
 from pti.checkpoints import load_generator
@@ -19,6 +18,7 @@ from pti.pipeline import invert
 from pti.projection import synthesize
 from pti.synthetic import faces
 from pti.synthetic.attributes import load_regressor, predict_attributes
+from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 
 
 def _photo_at(resolution: int) -> torch.Tensor:

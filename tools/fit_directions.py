@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # run as a script: pti/ is importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pti.checkpoints import load_generator, write_safetensors  # noqa: E402
 from pti.hashing import state_dict_hash  # noqa: E402

@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # run as a script: pti/ is importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pti.networks import Generator, clone_generator  # noqa: E402
 from pti.synthetic import faces  # noqa: E402
