@@ -6,7 +6,9 @@ Outside ComfyUI (a test runner collecting the repository, a script importing the
 
 import importlib.util
 
-if importlib.util.find_spec("folder_paths") is not None:
+# ``__package__`` is empty when a test runner imports this file as a plain module (a checkout folder whose name is
+# not a Python identifier, e.g. ComfyUI-PTI): there is no package to import the nodes relative to, and none needed.
+if __package__ and importlib.util.find_spec("folder_paths") is not None:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 else:
     NODE_CLASS_MAPPINGS: dict = {}

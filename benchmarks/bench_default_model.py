@@ -25,8 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pti import faces  # noqa: E402
-from pti.attributes import (  # noqa: E402
+from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator  # noqa: E402
+from pti.metrics import lpips_distance, psnr  # noqa: E402
+from pti.networks import Generator  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
+from pti.synthetic.attributes import (  # noqa: E402
     direction_effect,
     frechet_distance,
     load_regressor,
@@ -34,9 +37,6 @@ from pti.attributes import (  # noqa: E402
     predict_generated,
     regressor_features,
 )
-from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator  # noqa: E402
-from pti.metrics import lpips_distance, psnr  # noqa: E402
-from pti.networks import Generator  # noqa: E402
 
 HELDOUT_SEED = 555_000  # never used in training (training z come from torch.Generator seeds 0..iterations)
 RENDER_SEED = 777_000

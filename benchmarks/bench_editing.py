@@ -1,8 +1,8 @@
 """Do the shipped edit directions still work after pivotal tuning? (issue 7 acceptance, on the default model)
 
-For held-out procedural face photos (the default model's domain, rendered by ``pti.faces`` from seeds the model
-never saw), plus any real photos given with ``--photo``, this runs a W-only inversion (the pivot) and then PTI (the
-pivot + a tuned generator G'). For every shipped attribute direction ``d`` and strength ``s`` it measures, with
+For held-out procedural face photos (the default model's domain, rendered by ``pti.synthetic.faces`` from seeds the
+model never saw), plus any real photos given with ``--photo``, this runs a W-only inversion (the pivot) and then PTI
+(the pivot + a tuned generator G'). For every shipped attribute direction ``d`` and strength ``s`` it measures, with
 the attribute regressor ``a(.)``:
 
 - ``change_w(s)   = a_k(G (w + s d)) - a_k(G (w))``   target attribute k, W-only inversion
@@ -32,8 +32,6 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from pti import faces  # noqa: E402
-from pti.attributes import load_regressor, predict_attributes  # noqa: E402
 from pti.checkpoints import load_generator  # noqa: E402
 from pti.directions import default_directions  # noqa: E402
 from pti.edit import parse_strengths, strength_sweep  # noqa: E402
@@ -41,6 +39,8 @@ from pti.image import load_image, prepare_target  # noqa: E402
 from pti.latent import synthesize  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
 from pti.projection import project  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
+from pti.synthetic.attributes import load_regressor, predict_attributes  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 log = logging.getLogger("bench_editing")

@@ -24,7 +24,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pti import faces  # noqa: E402
 from pti.checkpoints import load_generator  # noqa: E402
 from pti.delta import save_delta  # noqa: E402
 from pti.image import load_image, prepare_target  # noqa: E402
@@ -33,6 +32,7 @@ from pti.metrics import summarize  # noqa: E402
 from pti.networks import Generator  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
 from pti.projection import project  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
 from pti.tune import pivotal_tune  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,9 +59,9 @@ def stored_bytes(latent: Latent, tuned: Generator | None, base: Generator) -> in
 def attribute_change(G: Generator, latent: Latent) -> float | None:
     """Mean change of the edited attribute when the pivot is moved along the shipped direction, or None."""
     try:
-        from pti.attributes import predict_attributes
         from pti.directions import default_directions
         from pti.edit import apply_direction
+        from pti.synthetic.attributes import predict_attributes
 
         direction = default_directions()[EDIT_DIRECTION]
         index = faces.ATTRIBUTE_NAMES.index(EDIT_DIRECTION)

@@ -1,4 +1,5 @@
-"""Shared fixtures: small seeded generators and helpers to hash tensors/modules (immutability checks).
+"""Shared fixtures: small seeded generators, helpers to hash tensors/modules (immutability checks) and to read
+this process's peak memory.
 
 Also the skip policy: a test may skip only because it needs a GPU, a real ComfyUI (``COMFYUI_DIR``) or the
 ``../shared`` folder. Everything else a test needs, README command 1 installs; under ``CI=true`` any other skip
@@ -99,6 +100,23 @@ def tensor_digest(obj) -> str:
 
     feed(obj)
     return h.hexdigest()
+
+
+def peak_rss_reset() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where Linux ``/proc`` does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def status_kb(field: str) -> int:
+    """A kB figure of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ``VmSize``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
 @pytest.fixture

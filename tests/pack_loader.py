@@ -15,16 +15,35 @@ from types import ModuleType
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_COMFY_DIR = Path(__file__).resolve().parent / "fake_comfy"
 PACK_MODULE_NAME = "custom_nodes_x_comfyui_pti_under_test"
+# The modules a running ComfyUI provides, faked here: top-level name -> the file that defines it.
+FAKE_MODULES = {"folder_paths": FAKE_COMFY_DIR / "folder_paths.py", "comfy": FAKE_COMFY_DIR / "comfy" / "__init__.py"}
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    """Import ``path`` as module ``name`` (a package when it is an ``__init__.py``), registered in ``sys.modules``."""
+    package_dir = [str(path.parent)] if path.name == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=package_dir)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def install_fakes() -> None:
-    """Put the fake ``comfy`` and ``folder_paths`` modules first on ``sys.path`` (idempotent)."""
-    if str(FAKE_COMFY_DIR) not in sys.path:
-        sys.path.insert(0, str(FAKE_COMFY_DIR))
-    import folder_paths
+    """Make the fake ``comfy`` and ``folder_paths`` the ones ``import`` finds (idempotent).
 
-    if not Path(folder_paths.__file__).resolve().is_relative_to(FAKE_COMFY_DIR):
-        raise RuntimeError(f"a real folder_paths ({folder_paths.__file__}) shadows the test fake; run tests apart")
+    They are imported from their files into ``sys.modules`` (``comfy`` as a package, so ``comfy.utils`` and
+    ``comfy.model_management`` import from it) rather than by putting their folder on ``sys.path``: the tests and
+    ``tools/build_workflows.py`` leave the import path alone.
+    """
+    for name, path in FAKE_MODULES.items():
+        module = sys.modules.get(name) or _import_file(name, path)
+        if not Path(module.__file__).resolve().is_relative_to(FAKE_COMFY_DIR):
+            raise RuntimeError(f"a real {name} ({module.__file__}) shadows the test fake; run tests apart")
 
 
 def load_pack() -> ModuleType:
@@ -32,17 +51,7 @@ def load_pack() -> ModuleType:
     if PACK_MODULE_NAME in sys.modules:
         return sys.modules[PACK_MODULE_NAME]
     install_fakes()
-    spec = importlib.util.spec_from_file_location(
-        PACK_MODULE_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[PACK_MODULE_NAME]
-        raise
-    return module
+    return _import_file(PACK_MODULE_NAME, REPO_ROOT / "__init__.py")
 
 
 def pack_module(relative_name: str) -> ModuleType:

@@ -6,12 +6,10 @@ The "Bad inputs" table in docs/security.md is this file, row by row.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, make_generator, tensor_digest
+from conftest import make_generator, peak_rss_reset, status_kb, tensor_digest
 from pack_loader import load_pack, pack_module
 
 from pti.checkpoints import CheckpointError, load_generator
@@ -21,9 +19,6 @@ from pti.image import prepare_target
 from pti.latent import Latent, synthesize
 from pti.projection import project
 from pti.tune import pivotal_tune
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from test_hostile_files import _peak_rss_reset, _status_kb  # noqa: E402
 
 pack = load_pack()
 NODES = pack.NODE_CLASS_MAPPINGS
@@ -136,14 +131,14 @@ def test_one_pixel_grey_image_is_upscaled_and_projected(G):
 @pytest.fixture(scope="module")
 def downscale_8000px():
     """Peak RSS growth (MB) of turning an 8000 x 8000 RGB photo (192 MB as 8-bit) into a 256 px target."""
-    if not _peak_rss_reset():
+    if not peak_rss_reset():
         pytest.skip("needs Linux /proc/self/clear_refs to measure peak RSS")
     photo = np.empty((8000, 8000, 3), np.uint8)
     photo[...] = (np.arange(8000, dtype=np.uint32) * 7 % 256).astype(np.uint8)[:, None, None]
-    _peak_rss_reset()
-    before = _status_kb("VmRSS")
+    peak_rss_reset()
+    before = status_kb("VmRSS")
     target = prepare_target(photo, 256)
-    growth = (_status_kb("VmHWM") - before) / 1024
+    growth = (status_kb("VmHWM") - before) / 1024
     expected = photo[:32, :32].astype(np.float32).mean(axis=(0, 1)) / 255 * 2 - 1  # first pixel = area mean
     return growth, target, expected
 
@@ -172,7 +167,7 @@ def test_nan_and_inf_pixels_are_refused_by_the_nodes(value):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nan_and_inf_pixels_are_refused_by_the_core(value):
-    from pti.projection import as_targets
+    from pti.image import as_targets
 
     photo = torch.rand(1, 3, 32, 32)
     photo[0, 0, 5, 5] = value

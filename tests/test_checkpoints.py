@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, make_generator, tensor_digest
+from conftest import make_generator, tensor_digest
+from hostile_files import nvidia_modules, nvidia_pickle_bytes
 
 from pti import checkpoints
 from pti.checkpoints import (
@@ -31,9 +32,6 @@ from pti.checkpoints import (
 from pti.delta import save_delta
 from pti.hashing import state_dict_hash
 from pti.latent import Latent
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes  # noqa: E402
 
 
 def _outputs(G, seed: int = 1, **kwargs) -> torch.Tensor:

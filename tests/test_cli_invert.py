@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 from PIL import Image
 
 from pti.checkpoints import DEFAULT_MODEL_DIR, load_generator
@@ -16,6 +15,7 @@ from pti.delta import load_delta
 from pti.image import load_image
 from pti.latent import Latent, synthesize
 from pti.metrics import psnr
+from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 
 EXAMPLE = WORKFLOW_DIR / EXAMPLE_IMAGE  # the photo of the README main job
 

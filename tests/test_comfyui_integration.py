@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from build_workflows import ALIGN_EXAMPLE_IMAGE, EXAMPLE_IMAGE, WORKFLOW_DIR
-from comfy_workflow import ui_to_api
 from PIL import Image
+
+from tools.build_workflows import ALIGN_EXAMPLE_IMAGE, EXAMPLE_IMAGE, WORKFLOW_DIR
+from tools.comfy_workflow import ui_to_api
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "ComfyUI-PTI"

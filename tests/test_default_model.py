@@ -19,8 +19,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import pti
-from pti import faces
-from pti.attributes import (
+from pti.checkpoints import DEFAULT_GENERATOR_FILE, DEFAULT_MODEL_DIR
+from pti.hashing import state_dict_hash
+from pti.metrics import psnr
+from pti.synthetic import faces
+from pti.synthetic.attributes import (
     DEFAULT_REGRESSOR_PATH,
     AttributeRegressor,
     direction_effect,
@@ -28,9 +31,6 @@ from pti.attributes import (
     predict_attributes,
     predict_generated,
 )
-from pti.checkpoints import DEFAULT_GENERATOR_FILE, DEFAULT_MODEL_DIR
-from pti.hashing import state_dict_hash
-from pti.metrics import psnr
 
 DIRECTIONS_FILE = DEFAULT_MODEL_DIR / "directions.safetensors"
 HELDOUT_SEED = 424_242

@@ -54,7 +54,7 @@ def distributions_providing(module: str) -> set[str]:
 
 
 def first_party_modules() -> set[str]:
-    local = {"pti", "nodes", "tests", "conftest"}
+    local = {"pti", "nodes", "tests", "tools", "benchmarks", "conftest"}
     for folder in SCANNED:
         local |= {p.stem for p in (REPO_ROOT / folder).glob("*.py")}
     return local

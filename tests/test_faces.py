@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pti import faces
+from pti.synthetic import faces
 
 RES = 64
 

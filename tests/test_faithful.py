@@ -9,17 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 from PIL import Image
 
-from pti import faces
-from pti.attributes import load_regressor, predict_attributes
 from pti.checkpoints import load_generator
 from pti.directions import default_directions
 from pti.edit import strength_sweep
 from pti.latent import synthesize
 from pti.metrics import psnr, ssim
 from pti.pipeline import invert
+from pti.synthetic import faces
+from pti.synthetic.attributes import load_regressor, predict_attributes
+from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 
 
 def _photo_at(resolution: int) -> torch.Tensor:

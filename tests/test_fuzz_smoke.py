@@ -1,4 +1,5 @@
-"""A short run of ``benchmarks/fuzz_loaders.py`` in CI: mutated files for every loader, only the pack's own errors.
+"""A short run of the loader fuzzer (``tests/hostile_files.py``) in CI: mutated files for every loader, only the
+pack's own errors.
 
 Hypothesis draws a seed file and a list of mutations (200 per fast loader, 100 per generator format, which take
 10-30 ms a file); a crash (any exception other than the loader's documented error) fails the test after
@@ -9,15 +10,11 @@ loader) is ``python benchmarks/fuzz_loaders.py``.
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
-from conftest import REPO_ROOT
+from hostile_files import HANG_SECONDS, Report, build_targets, mutate, operations_strategy, run_one
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from fuzz_loaders import HANG_SECONDS, Report, build_targets, mutate, operations_strategy, run_one  # noqa: E402
 
 INPUTS_PER_LOADER = 200
 INPUTS_PER_GENERATOR_FORMAT = 100

@@ -19,7 +19,6 @@ import pickle
 import resource
 import struct
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -27,10 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from fuzz_loaders import nvidia_modules, nvidia_pickle_bytes, rosinality_bytes, tiny_generator  # noqa: E402
+from conftest import peak_rss_reset, status_kb
+from hostile_files import nvidia_modules, nvidia_pickle_bytes, rosinality_bytes, tiny_generator, tuned_copy
 
 from pti.checkpoints import CheckpointError, load_generator, read_safetensors, save_generator  # noqa: E402
 from pti.directions import Direction, DirectionError, load_direction, load_directions, save_directions  # noqa: E402
@@ -205,21 +202,6 @@ def test_persistence_pickle_without_a_generator_is_refused(tmp_path):
 # Bounded memory: header sizes are checked against the file before anything is allocated
 
 
-def _peak_rss_reset() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 @contextlib.contextmanager
 def bounded_memory(limit_mb: int = 64):
     """Fail if the block's peak RSS grows by more than ``limit_mb`` or if it asks for 1 GiB of address space.
@@ -230,16 +212,16 @@ def bounded_memory(limit_mb: int = 64):
     if not Path("/proc/self/status").exists():
         pytest.skip("needs Linux /proc to measure peak RSS")
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    address_space = _status_kb("VmSize") * 1024
+    address_space = status_kb("VmSize") * 1024
     resource.setrlimit(resource.RLIMIT_AS, (address_space + (1 << 30), hard))
-    reset = _peak_rss_reset()
-    before = _status_kb("VmRSS")
+    reset = peak_rss_reset()
+    before = status_kb("VmRSS")
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     if reset:
-        growth_mb = (_status_kb("VmHWM") - before) / 1024
+        growth_mb = (status_kb("VmHWM") - before) / 1024
         assert growth_mb < limit_mb, f"peak RSS grew by {growth_mb:.0f} MB"
 
 
@@ -447,8 +429,6 @@ def test_direction_of_the_wrong_size_names_both_sizes(tmp_path, G):
 
 
 def _valid_files(tmp_path: Path, G) -> dict[str, tuple[Path, object, type]]:
-    from fuzz_loaders import tuned_copy
-
     from pti.delta import save_delta
     from pti.latent import Latent
 
@@ -564,8 +544,6 @@ def test_latent_meta_must_be_an_object(tmp_path):
 
 
 def test_delta_files_with_bad_contents_are_refused(tmp_path, G):
-    from fuzz_loaders import tuned_copy
-
     from pti.checkpoints import write_safetensors
     from pti.delta import save_delta
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import ast
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from fuzz_loaders import nvidia_pickle_bytes, rosinality_bytes, tiny_generator, tuned_copy  # noqa: E402
+from hostile_files import nvidia_pickle_bytes, rosinality_bytes, tiny_generator, tuned_copy
 
 from pti.checkpoints import load_generator, save_generator  # noqa: E402
 from pti.directions import Direction, load_directions, save_directions  # noqa: E402

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 
-from pti import faces
 from pti.checkpoints import load_generator
-
-sys.path.insert(0, str(REPO_ROOT / "tools"))
-import fit_directions  # noqa: E402
-import train_default_model  # noqa: E402
+from pti.synthetic import faces
+from tools import fit_directions, train_default_model
 
 TINY = [
     "--resolution", "16", "--w-dim", "16", "--mapping-layers", "2", "--channel-base", "128", "--channel-max", "16",

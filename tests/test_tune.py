@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 from conftest import make_generator, tensor_digest
 
 from pti.errors import Cancelled
@@ -12,6 +11,7 @@ from pti.image import GeneratorImages, load_image, prepare_target
 from pti.latent import Latent, synthesize
 from pti.metrics import lpips_distance, mse
 from pti.tune import pivotal_tune
+from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR
 
 QUICK = dict(lr=3e-3)
 

@@ -1,7 +1,8 @@
 """Fit InterFaceGAN-style edit directions in W for the default generator, one per face attribute.
 
-For seeded ``z`` the default generator reproduces ``pti.faces.render_from_z(z)``, so every sampled ``w = mapping(z)``
-carries exact ground-truth attributes (the renderer's parameters of the same ``z``). Two linear fits per attribute:
+For seeded ``z`` the default generator reproduces ``pti.synthetic.faces.render_from_z(z)``, so every sampled
+``w = mapping(z)`` carries exact ground-truth attributes (the renderer's parameters of the same ``z``). Two linear
+fits per attribute:
 
 - ``mean-shift`` (shipped): ``d ∝ Cov(w, attribute)``, the direction in which w moves as the attribute grows — the
   normal of the boundary between the attribute's high and low halves under a nearest-class-mean classifier.
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # run as a script: pti/ is importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pti import faces  # noqa: E402
 from pti.checkpoints import load_generator, write_safetensors  # noqa: E402
 from pti.hashing import state_dict_hash  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
 
 log = logging.getLogger("fit_directions")
 

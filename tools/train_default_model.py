@@ -1,7 +1,7 @@
 """Train the embedded default generator: a small StyleGAN2 that reproduces the procedural face renderer from z.
 
-The renderer (:mod:`pti.faces`) is a deterministic function of z, so the generator is trained supervised — L1 +
-LPIPS(AlexNet) + an edge (image-gradient) L1 between ``G(z)`` and ``render_from_z(z)`` — which converges in far
+The renderer (:mod:`pti.synthetic.faces`) is a deterministic function of z, so the generator is trained supervised —
+L1 + LPIPS(AlexNet) + an edge (image-gradient) L1 between ``G(z)`` and ``render_from_z(z)`` — which converges in far
 fewer images than an adversarial game and gives every generated image exact ground-truth attributes. Noise inputs
 stay at strength 0 (the targets carry no per-pixel randomness). An exponential moving average of the weights is
 what gets exported.
@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # run as a script: pti/ is importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provenance import portable  # noqa: E402
-
-from pti import faces  # noqa: E402
 from pti.networks import Generator, clone_generator  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
+from tools.provenance import portable  # noqa: E402
 
 log = logging.getLogger("train_default_model")
 
@@ -440,7 +440,7 @@ def export(args: argparse.Namespace) -> None:
     G.load_state_dict(state["G_ema"])
     G.eval().requires_grad_(False)
     G.mapping.w_avg.copy_(measure_w_avg(G))
-    method = "supervised reproduction of pti.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights"
+    method = "supervised reproduction of pti.synthetic.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights"
     if "adversarial_iteration" in state:
         method += (
             f"; then an adversarial fine-tune ({state['adversarial_iteration']} iterations, "

@@ -1,8 +1,9 @@
 """Train the attribute regressor shipped as ``pti/default_model/regressor.safetensors``.
 
-Renders a seeded training set once (``pti.faces.sample``), trains :class:`pti.attributes.AttributeRegressor` with
-MSE on the recorded attributes for a wall-time budget, reports per-attribute mean absolute error on held-out renders
-(another seed), and saves fp16 weights with the training record as metadata.
+Renders a seeded training set once (``pti.synthetic.faces.sample``), trains
+:class:`pti.synthetic.attributes.AttributeRegressor` with MSE on the recorded attributes for a wall-time budget,
+reports per-attribute mean absolute error on held-out renders (another seed), and saves fp16 weights with the
+training record as metadata.
 
     nice -n 5 python tools/train_regressor.py --minutes 8 --out pti/default_model/regressor.safetensors
 """
@@ -22,10 +23,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provenance import portable_path  # noqa: E402
-
-from pti import faces  # noqa: E402
-from pti.attributes import AttributeRegressor, load_regressor, save_regressor  # noqa: E402
+from pti.synthetic import faces  # noqa: E402
+from pti.synthetic.attributes import AttributeRegressor, load_regressor, save_regressor  # noqa: E402
+from tools.provenance import portable_path  # noqa: E402
 
 log = logging.getLogger("train_regressor")
 

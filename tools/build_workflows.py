@@ -1,9 +1,10 @@
 """Writes the example workflows in ``workflows/`` (UI format) from the short graph descriptions below.
 
-Run ``python tests/build_workflows.py`` after changing a node's inputs; ``tests/test_workflows.py`` checks the
-files against the nodes either way. Widget values are spelled out here, so a file never depends on defaults that
-may change, and every workflow runs unchanged on a fresh install: the embedded model and the example image that
-ships next to the workflows (copy it into ComfyUI's ``input/`` folder).
+Run ``python tools/build_workflows.py`` after changing a node's inputs; ``tests/test_workflows.py`` checks the
+files against the nodes either way, and the tests take the example images' names and the workflow folder from here
+(``tools.build_workflows``). Widget values are spelled out here, so a file never depends on defaults that may
+change, and every workflow runs unchanged on a fresh install: the embedded model and the example image that ships
+next to the workflows (copy it into ComfyUI's ``input/`` folder).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # run as a script: pti/, tools/ and tests/ are importable from the repository root
+    sys.path.insert(0, str(REPO_ROOT))
 
 from pti.projection import PROJECTION_PRESETS  # noqa: E402
 from pti.tune import TUNING_PRESETS  # noqa: E402
+from tools.comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 EXAMPLE_IMAGE = "pti_example_face.png"
 ALIGN_EXAMPLE_IMAGE = "pti_example_photo.jpg"
@@ -41,12 +42,10 @@ IMAGE_PREVIEW_HEIGHT = 260  # nodes that show an image (Load Image, outputs) get
 NOTE_SIZE = (320, 150)
 
 
-def pack_node_specs() -> dict[str, dict]:
-    """``/object_info``-like specs of the pack's nodes (loaded against the test fakes)."""
-    from pack_loader import load_pack
-
+def pack_node_specs(pack: ModuleType) -> dict[str, dict]:
+    """``/object_info``-like specs of the nodes of ``pack`` (the pack module, loaded against the test fakes)."""
     specs = {}
-    for key, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+    for key, cls in pack.NODE_CLASS_MAPPINGS.items():
         specs[key] = {
             "input": cls.INPUT_TYPES(),
             "output": list(cls.RETURN_TYPES),
@@ -55,8 +54,8 @@ def pack_node_specs() -> dict[str, dict]:
     return specs
 
 
-def all_node_specs() -> dict[str, dict]:
-    return {**CORE_NODES, **pack_node_specs()}
+def all_node_specs(pack: ModuleType) -> dict[str, dict]:
+    return {**CORE_NODES, **pack_node_specs(pack)}
 
 
 @dataclass
@@ -381,14 +380,16 @@ WORKFLOWS = {
 }
 
 
-def build_all() -> dict[str, dict]:
-    specs = all_node_specs()
+def build_all(specs: dict[str, dict]) -> dict[str, dict]:
+    """Every workflow as UI-format JSON, for the node specs ``all_node_specs(pack)``."""
     return {name: make(specs).to_json() for name, make in WORKFLOWS.items()}
 
 
 def main() -> None:
+    from tests.pack_loader import load_pack  # the nodes' specs come from the pack loaded against the fakes
+
     WORKFLOW_DIR.mkdir(exist_ok=True)
-    for name, workflow in build_all().items():
+    for name, workflow in build_all(all_node_specs(load_pack())).items():
         path = WORKFLOW_DIR / f"{name}.json"
         path.write_text(json.dumps(workflow, indent=1) + "\n")
         print(f"wrote {path.relative_to(REPO_ROOT)}")

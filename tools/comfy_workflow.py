@@ -1,4 +1,5 @@
-"""ComfyUI workflow files for tests: widget layout of a node, UI-format checks and UI -> API conversion.
+"""ComfyUI workflow files: widget layout of a node, UI-format checks and UI -> API conversion, for
+``tools/build_workflows.py`` (which writes the example workflows) and the tests that check and run them.
 
 A UI-format workflow (what ComfyUI's editor saves) lists nodes with ``widgets_values`` in the order of the node's
 widget inputs, and links as ``[id, origin_node, origin_slot, target_node, target_slot, type]``. The API format that

@@ -1,6 +1,6 @@
 """Attribute regressor for the procedural face domain: a small CNN that reads the renderer's attributes back.
 
-It is trained on renders (``tools/train_regressor.py``) and shipped as ``default_model/regressor.safetensors``
+It is trained on renders (``tools/train_regressor.py``) and shipped as ``pti/default_model/regressor.safetensors``
 (fp16 weights + JSON metadata, read without pickle). It measures generated images: attribute distributions,
 a domain FID on its penultimate features, and whether an edit direction moves the attribute it claims to.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from .faces import ATTRIBUTE_NAMES
 
 REGRESSOR_FORMAT = "pti-attribute-regressor"
-DEFAULT_REGRESSOR_PATH = Path(__file__).resolve().parent / "default_model" / "regressor.safetensors"
+DEFAULT_REGRESSOR_PATH = Path(__file__).resolve().parent.parent / "default_model" / "regressor.safetensors"
 
 _cache: dict[tuple[str, str], AttributeRegressor] = {}
 _lock = threading.Lock()

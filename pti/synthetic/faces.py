@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .ops import normalize_2nd_moment
+from ..ops import normalize_2nd_moment
 
 ATTRIBUTE_NAMES: tuple[str, ...] = (
     "skin_tone",  # light -> dark

@@ -1,0 +1,98 @@
+"""The repository's layout rules, read from the source (AST), so a move or a quick fix cannot undo them unnoticed.
+
+- Only entry scripts (``python benchmarks/x.py``, ``python tools/x.py``) may edit ``sys.path``. The pack (``pti/``,
+  ``nodes/``, its ``__init__.py``) and the tests do not: pytest's ``pythonpath`` (``pyproject.toml``) makes the
+  repository root and ``tests/`` importable, and ``tests/pack_loader.py`` imports the ComfyUI fakes from their files.
+- ``pti/synthetic/`` (the synthetic face domain and its regressor) is not part of the core: nothing else in the pack
+  imports it, so the core and the nodes work without it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+PACK_FILES = [REPO_ROOT / "__init__.py", *sorted((REPO_ROOT / "pti").rglob("*.py"))]
+PACK_FILES += sorted((REPO_ROOT / "nodes").rglob("*.py"))
+SYNTHETIC = ("pti", "synthetic")
+PATH_METHODS = {"insert", "append", "extend"}
+
+
+def _is_sys_path(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys"
+
+
+def sys_path_edits(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """``file:line`` of every ``sys.path.insert/append/extend(...)`` call and every assignment to ``sys.path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PATH_METHODS:
+            edited = _is_sys_path(node.func.value)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            edited = any(_is_sys_path(t) or _is_sys_path(getattr(t, "value", None)) for t in targets)
+        else:
+            continue
+        if edited:
+            found.append(node.lineno)
+    return [f"{path.relative_to(root)}:{line}" for line in sorted(found)]
+
+
+def imported_modules(path: Path, root: Path = REPO_ROOT) -> Iterator[tuple[tuple[str, ...], int]]:
+    """Every module ``path`` imports, as dotted parts relative to ``root`` (relative imports resolved; the repository
+    root counts as the anonymous package ComfyUI imports it as), with the line."""
+    package = path.relative_to(root).parts[:-1]  # a module's package, and an ``__init__.py``'s own
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield tuple(alias.name.split(".")), node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = base + tuple(node.module.split(".") if node.module else ())
+            yield module, node.lineno
+            for alias in node.names:  # ``from pti import synthetic`` / ``from . import synthetic``
+                yield module + (alias.name,), node.lineno
+
+
+def synthetic_imports(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """``file:line`` of every import of ``pti.synthetic`` or a module in it."""
+    lines = {line for module, line in imported_modules(path, root) if module[: len(SYNTHETIC)] == SYNTHETIC}
+    return [f"{path.relative_to(root)}:{line}" for line in sorted(lines)]
+
+
+def test_only_entry_scripts_edit_sys_path():
+    files = PACK_FILES + sorted((REPO_ROOT / "tests").rglob("*.py"))
+    edits = [edit for path in files for edit in sys_path_edits(path)]
+    assert not edits, f"sys.path edited outside entry scripts (use pytest's pythonpath or importlib): {edits}"
+
+
+def test_the_pack_does_not_import_the_synthetic_domain():
+    outside = [p for p in PACK_FILES if not p.is_relative_to(REPO_ROOT / "pti" / "synthetic")]
+    found = [line for path in outside for line in synthetic_imports(path)]
+    assert not found, f"pti/synthetic is not part of the core; only tools/, benchmarks/ and tests/ use it: {found}"
+    import pti
+
+    assert not [v for v in pti._EXPORTS.values() if v.split(".")[0] == "synthetic"], "pti exports the synthetic domain"
+
+
+def test_the_checks_see_what_they_guard(tmp_path):
+    imports = [  # (file, source, lines that import the synthetic domain)
+        ("pti/a.py", "from .synthetic import faces\nfrom . import synthetic\n", 2),
+        ("pti/sub/b.py", "from ..synthetic.attributes import load_regressor\nimport pti.synthetic.faces\n", 2),
+        ("nodes/c.py", "from ..pti.synthetic import faces\nfrom ..pti import synthetic, tune\n", 2),
+        ("pti/clean.py", "from . import tune\nfrom .ops import x\nimport pti.projection\n", 0),
+    ]
+    for relative, source, _ in imports:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(source)
+    assert [len(synthetic_imports(tmp_path / name, tmp_path)) for name, _, _ in imports] == [n for _, _, n in imports]
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, 'x')\nsys.path.append('y')\nsys.path[:0] = ['z']\nsys.path += ['w']\n"
+        "sys.modules.update({})\npaths = [sys.path[0]]\nother.path.insert(0, 'v')\n"
+    )
+    assert sys_path_edits(script, tmp_path) == ["script.py:2", "script.py:3", "script.py:4", "script.py:5"]
