@@ -96,3 +96,20 @@ def test_the_checks_see_what_they_guard(tmp_path):
         "sys.modules.update({})\npaths = [sys.path[0]]\nother.path.insert(0, 'v')\n"
     )
     assert sys_path_edits(script, tmp_path) == ["script.py:2", "script.py:3", "script.py:4", "script.py:5"]
+
+
+def test_root_init_imports_as_a_plain_module_when_comfyui_is_importable(monkeypatch):
+    """A checkout folder named like ``ComfyUI-PTI`` is no Python package name: pytest then imports the root
+    ``__init__.py`` as a plain module, and its relative import of the nodes must not run (it failed every node test)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.__spec__ = importlib.machinery.ModuleSpec("folder_paths", None)
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    spec = importlib.util.spec_from_file_location("ComfyUI-PTI", REPO_ROOT / "__init__.py", submodule_search_locations=None)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {}
