@@ -109,7 +109,9 @@ def test_root_init_imports_as_a_plain_module_when_comfyui_is_importable(monkeypa
     folder_paths = types.ModuleType("folder_paths")
     folder_paths.__spec__ = importlib.machinery.ModuleSpec("folder_paths", None)
     monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
-    spec = importlib.util.spec_from_file_location("ComfyUI-PTI", REPO_ROOT / "__init__.py", submodule_search_locations=None)
+    spec = importlib.util.spec_from_file_location(
+        "ComfyUI-PTI", REPO_ROOT / "__init__.py", submodule_search_locations=None
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {}
