@@ -1,0 +1,68 @@
+"""Writes the template-browser thumbnails (``workflows/<name>.jpg``) from what the workflows really made.
+
+Run the real-ComfyUI integration test with ``PTI_INTEGRATION_OUTPUTS=<folder>`` (it copies each workflow's saved
+images there as ``<workflow>__<file>.png``), then ``python tools/workflow_thumbnails.py <folder>``. Each thumbnail
+shows the photo that went in and the picture that came out, large enough to read at card size (512 x 288, 16:9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_DIR = REPO_ROOT / "workflows"
+SIZE = (512, 288)
+MARGIN, LABEL = 8, 18
+# Workflow -> the photo it starts from (None: pure generation).
+INPUTS = {
+    "pti_1_invert_and_reconstruct": "pti_example_face.png",
+    "pti_2_invert_tune_edit_sweep": "pti_example_face.png",
+    "pti_3_generate_and_edit": None,
+    "pti_4_align_edit_paste_back": "pti_example_photo.jpg",
+}
+
+
+def _fit(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    scale = min(box[0] / image.width, box[1] / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def thumbnail(photo: Image.Image | None, result: Image.Image) -> Image.Image:
+    """``photo -> result`` on a white card; the result gets the larger share of the width."""
+    card = Image.new("RGB", SIZE, "white")
+    draw = ImageDraw.Draw(card)
+    height = SIZE[1] - 2 * MARGIN - LABEL
+    panels = [("photo", photo, 0.3), ("result", result, 0.7)] if photo is not None else [("result", result, 1.0)]
+    x = MARGIN
+    for label, image, share in panels:
+        width = round((SIZE[0] - MARGIN * (len(panels) + 1)) * share)
+        fitted = _fit(image.convert("RGB"), (width, height))
+        card.paste(fitted, (x + (width - fitted.width) // 2, MARGIN + (height - fitted.height) // 2))
+        draw.text((x, SIZE[1] - MARGIN - LABEL + 4), label, fill=(40, 40, 40))
+        x += width + MARGIN
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outputs", type=Path, help="the folder PTI_INTEGRATION_OUTPUTS pointed at")
+    args = parser.parse_args(argv)
+    for name, photo_name in INPUTS.items():
+        results = sorted(args.outputs.glob(f"{name}__*.png"))
+        if not results:
+            print(f"no output of {name} in {args.outputs}", file=sys.stderr)
+            return 1
+        photo = Image.open(WORKFLOW_DIR / photo_name) if photo_name else None
+        path = WORKFLOW_DIR / f"{name}.jpg"
+        thumbnail(photo, Image.open(results[-1])).save(path, quality=90)
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
