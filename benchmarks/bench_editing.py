@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from pti.checkpoints import load_generator  # noqa: E402
 from pti.directions import default_directions  # noqa: E402
 from pti.edit import parse_strengths, strength_sweep  # noqa: E402
-from pti.image import load_image, prepare_target  # noqa: E402
+from pti.image import GeneratorImages, prepare_target  # noqa: E402
 from pti.latent import synthesize  # noqa: E402
 from pti.perceptual import load_lpips  # noqa: E402
 from pti.projection import project  # noqa: E402
@@ -62,7 +62,7 @@ def measure(args: argparse.Namespace) -> dict:
     strengths = parse_strengths(args.strengths)
     photos, _ = faces.sample(args.images, args.seed, G.img_resolution)
     if args.photo:
-        real = [prepare_target(load_image(path), G.img_resolution) for path in args.photo]
+        real = [prepare_target(path, G.img_resolution) for path in args.photo]
         photos = torch.cat([photos, *real])
     photos = photos.to(device)
 
@@ -72,11 +72,12 @@ def measure(args: argparse.Namespace) -> dict:
     inversions = []
     for index, photo in enumerate(photos):
         started = time.perf_counter()
-        pivot = project(G, photo[None], space="w", steps=args.project_steps, seed=index)
+        target = GeneratorImages(photo[None])
+        pivot = project(G, target, space="w", steps=args.project_steps, seed=index)
         projected = time.perf_counter()
         tuned = pivotal_tune(
             G,
-            photo[None],
+            target,
             pivot,
             steps=args.tune_steps,
             lpips_threshold=args.tune_threshold,

@@ -39,6 +39,7 @@ def measure(resolution: int, steps: int, device: str) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
     import torch
 
+    from pti.image import GeneratorImages
     from pti.networks import Generator
     from pti.perceptual import load_lpips
     from pti.projection import project
@@ -61,7 +62,8 @@ def measure(resolution: int, steps: int, device: str) -> dict:
     load_lpips("vgg", device)
     load_lpips("alex", device)
     with torch.no_grad():
-        image = G.synthesis(G.mapping(torch.randn(1, 512, device=device), None), noise_mode="const").clamp(-1, 1)
+        rendering = G.synthesis(G.mapping(torch.randn(1, 512, device=device), None), noise_mode="const").clamp(-1, 1)
+    image = GeneratorImages(rendering)
     row = {"resolution": resolution, "device": device, "parameters": G.num_parameters(), "model": _peak_mb(device)}
     start = time.perf_counter()
     latent = project(G, image, steps=steps, preset="reference", num_w_samples=64)
