@@ -48,6 +48,7 @@ RESULTS = REPO / "benchmarks" / "results"
 EDIT_DIRECTION, EDIT_STRENGTH = "yaw", 3.0  # a direction the default model draws (smile it does not)
 
 
+SHORT_NAMES = ("W", "W+", "PTI ref", "PTI fast")  # picture-grid labels, in the order of run_methods' methods
 QUALITY_DB = 27.0  # time-to-quality: seconds until a method's reconstruction first reaches this PSNR
 PHOTOS = ("pti_example_face.png", "pti_example_photo.jpg")
 
@@ -137,7 +138,8 @@ def run_methods(G: Generator, batch: torch.Tensor) -> tuple[list[dict], list[tor
             row["to_q"].append(to_quality)
             reconstructions.append(reconstruction[0])
             edits.append(edit[0])
-        grid_rows.append(make_comparison([image[0], *reconstructions, *edits]))
+        labels = ["target", *SHORT_NAMES, *(f"{n} {EDIT_DIRECTION}+{EDIT_STRENGTH:g}" for n in SHORT_NAMES)]
+        grid_rows.append(make_comparison([image[0], *reconstructions, *edits], labels=labels, height=96))
     rows = []
     baseline = None
     for name in methods:
