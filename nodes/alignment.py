@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..pti.align import DETECTORS, align_face, paste_back
+from ..pti.image import photo_pixels
 from . import common
 
 # One ``pti.align.Alignment`` per input photo, in batch order.
@@ -13,11 +14,11 @@ FALLBACK_OPTIONS = {"error": None, "center crop": "center"}
 
 
 def _photos_chw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B, H, W, C]`` -> ``[B, C, H, W]`` float 0..1 on the CPU (never the input tensor itself)."""
+    """ComfyUI IMAGE ``[B, H, W, C]`` -> ``[B, 3, H, W]`` float 0..1 on the CPU, converted by the core."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] == 0:
         shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"expected a non-empty IMAGE batch [B, H, W, C], got {shape}")
-    return image.detach().to("cpu", torch.float32).movedim(-1, 1).clone()
+    return photo_pixels(image)
 
 
 def _to_comfy(images_chw: torch.Tensor) -> torch.Tensor:

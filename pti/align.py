@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .image import photo_pixels
+
 log = logging.getLogger(__name__)
 
 LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
@@ -402,13 +404,14 @@ def center_alignment(source_size: tuple[int, int], crop_size: int) -> Alignment:
 
 
 def _as_rgb_chw(image: torch.Tensor) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise AlignmentError(f"expected an image tensor [C,H,W] with C in (1, 3, 4) and values 0..1, got {shape}")
-    image = image.float()
-    if image.shape[0] == 1:
-        return image.expand(3, -1, -1)
-    return image[:3]
+    """One photo -> ``[3, H, W]`` float 0..1, converted as everywhere else (``pti.image.photo_pixels``)."""
+    try:
+        pixels = photo_pixels(image)
+    except (TypeError, ValueError) as exc:
+        raise AlignmentError(f"expected one photo, e.g. a tensor [C,H,W] with values 0..1 ({exc})") from exc
+    if pixels.shape[0] != 1:
+        raise AlignmentError(f"expected one photo [C,H,W], got a batch of {pixels.shape[0]}")
+    return pixels[0]
 
 
 def _warp(image: torch.Tensor, out_to_in: np.ndarray, out_h: int, out_w: int, padding_mode: str) -> torch.Tensor:

@@ -215,6 +215,18 @@ def prepare_target(image: ImageLike | list, resolution: int) -> torch.Tensor:
     return (square.clamp(0, 1) * 2 - 1).contiguous()
 
 
+def photo_pixels(image: ImageLike) -> torch.Tensor:
+    """A photo in any accepted form -> ``[N, 3, H, W]`` float 0..1 at its own size (alpha over white, grey to RGB).
+
+    The full-size counterpart of :func:`prepare_target`, for code that needs the whole photo (alignment, paste-back).
+    """
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    nchw, scale = _to_nchw(image)
+    _check_unit_range(nchw, scale)
+    return _unit_rgb(nchw, scale).clamp(0, 1).contiguous()
+
+
 def as_targets(images: ImageLike | list, resolution: int, device: torch.device | str) -> torch.Tensor:
     """Photos (or :class:`GeneratorImages`) -> finite ``[N, 3, R, R]`` float32 targets in ``[-1, 1]`` on ``device``."""
     batch = prepare_target(images, resolution)

@@ -114,8 +114,14 @@ def test_grey_and_rgba_photos_are_accepted(astronaut):
     assert crop.shape == (3, 32, 32) and torch.equal(crop[0], crop[1])
     rgba = torch.cat([astronaut, torch.ones(1, 512, 512)])
     assert align_face(rgba, 32, landmarks=ASTRONAUT_LANDMARKS)[0].shape == (3, 32, 32)
+    # A photo is a photo in whatever layout it arrives: channels-last and 8-bit give the same crop.
+    reference, _ = align_face(astronaut, 32, landmarks=ASTRONAUT_LANDMARKS)
+    channels_last, _ = align_face(astronaut.permute(1, 2, 0).numpy(), 32, landmarks=ASTRONAUT_LANDMARKS)
+    assert torch.equal(channels_last, reference)
     with pytest.raises(AlignmentError, match=r"\[C,H,W\]"):
-        align_face(astronaut.permute(1, 2, 0), 32, landmarks=ASTRONAUT_LANDMARKS)
+        align_face(torch.rand(2, 3, 16, 16), 32, landmarks=ASTRONAUT_LANDMARKS)
+    with pytest.raises(AlignmentError, match="GeneratorImages"):
+        align_face(astronaut * 2 - 1, 32, landmarks=ASTRONAUT_LANDMARKS)
 
 
 @pytest.mark.skipif("dlib" not in align.available_detectors(), reason="optional dlib + face_recognition_models")
