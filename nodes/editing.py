@@ -1,4 +1,5 @@
-"""Editing nodes: load an edit direction, move latents along it (one strength or a sweep for grids/animations)."""
+"""Editing nodes: load an edit direction, move latents along it (one strength or a sweep for grids/animations), and
+blend two latents (lerp, slerp, per-layer style mixing)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 import folder_paths
 
 from ..pti.directions import default_directions, load_direction
-from ..pti.edit import apply_direction, parse_strengths, strength_sweep
+from ..pti.edit import apply_direction, interpolate, parse_strengths, strength_sweep, style_mix
 from ..pti.latent import latent_lineage, latent_row_meta
 from . import common
 
 log = logging.getLogger("pti.nodes")
 
 EDIT_MODES = ("single", "sweep")
+BLEND_MODES = ("lerp", "slerp", "style mix")
 _missing_reported: list[bool] = []
 
 
@@ -149,6 +151,56 @@ class ApplyLatentEdit:
         return (edited,)
 
 
+class BlendLatents:
+    DESCRIPTION = (
+        "Blends two latents: lerp or slerp between them per w layer (t = 0 gives A, 1 gives B), or style mixing, "
+        "which copies a range of w layers from B into A (coarse layers carry pose and face shape, fine ones colour). "
+        "B may have one row, used for every row of A. Both must come from the same generator (or its tunings)."
+    )
+    CATEGORY = f"{common.CATEGORY}/editing"
+    RETURN_TYPES = (common.LATENT,)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The blended latents, one row per row of A.",)
+    FUNCTION = "blend"
+    SEARCH_ALIASES = ["mix latents", "interpolate", "lerp", "slerp", "style mixing"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent_a": common.link_input(common.LATENT, "The latents to start from (t = 0)."),
+                "latent_b": common.link_input(common.LATENT, "The latents to blend in (t = 1), or one latent for all."),
+                "mode": common.combo_input(
+                    BLEND_MODES,
+                    "lerp: straight line in w. slerp: along the great circle (keeps the latent's norm). "
+                    "style mix: layers layer_start..layer_end-1 from B, the rest from A.",
+                ),
+                "t": common.float_input(0.5, -1.0, 2.0, 0.05, "lerp/slerp: how far from A towards B."),
+                "layer_start": common.int_input(0, 0, 63, "Style mix: first w layer taken from B (0 = coarsest)."),
+                "layer_end": common.int_input(
+                    4, -1, 64, "Style mix: stop before this w layer (exclusive); -1 = through the last layer."
+                ),
+            }
+        }
+
+    def blend(self, latent_a, latent_b, mode, t, layer_start, layer_end):
+        if len(latent_a) == 0 or len(latent_b) == 0:
+            raise ValueError("a latent batch is empty: connect latents with at least one row")
+        lineage_a, lineage_b = latent_lineage(latent_a), latent_lineage(latent_b)
+        if lineage_a and lineage_b and not lineage_a & lineage_b:
+            raise ValueError("the two latents come from unrelated generators: blend latents made with the same model")
+        if mode == "style mix":
+            layers = _layer_range(latent_a.ws.shape[1], layer_start, layer_end)
+            blended = style_mix(latent_a, latent_b, layers)
+            step = {"blend": "style mix", "layers": list(layers)}
+        else:
+            blended = interpolate(latent_a, latent_b, t, mode)
+            step = {"blend": mode, "t": t}
+        rows = [{**latent_row_meta(latent_a, i), "blends": [step]} for i in range(len(latent_a))]
+        blended.meta = {"rows": rows, "generator_lineage": sorted(lineage_a | lineage_b)}
+        return (blended,)
+
+
 def _layer_range(num_ws: int, layer_start: int, layer_end: int) -> tuple[int, int] | None:
     """Half-open layer range to edit: None (the direction's own) when both are -1, else start..end with -1 = open."""
     if layer_start < 0 and layer_end < 0:
@@ -170,8 +222,10 @@ def _with_edit(meta: dict, name: str, strength: float, layers: list[int]) -> dic
 NODE_CLASS_MAPPINGS = {
     "PTI_LoadDirection": LoadDirection,
     "PTI_ApplyLatentEdit": ApplyLatentEdit,
+    "PTI_BlendLatents": BlendLatents,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PTI_LoadDirection": "Load Direction (PTI)",
     "PTI_ApplyLatentEdit": "Apply Latent Edit (PTI)",
+    "PTI_BlendLatents": "Blend Latents (PTI)",
 }

@@ -289,6 +289,28 @@ def test_decode_refuses_a_latent_of_another_model(generator, other_generator):
         )
 
 
+def test_blend_latents_lerp_slerp_and_style_mix(generator, other_generator):
+    a, b = latent_of(generator, rows=2, seed=1), latent_of(generator, rows=1, seed=2)
+    before = tensor_digest([a.ws, b.ws])
+    blend = dict(latent_a=a, latent_b=b, layer_start=0, layer_end=4)
+    assert torch.allclose(run_node("PTI_BlendLatents", mode="lerp", t=0.0, **blend)[0].ws, a.ws)
+    assert torch.allclose(run_node("PTI_BlendLatents", mode="lerp", t=1.0, **blend)[0].ws, b.ws.expand_as(a.ws))
+    half = run_node("PTI_BlendLatents", mode="lerp", t=0.5, **blend)[0]
+    assert torch.allclose(half.ws, (a.ws + b.ws) / 2, atol=1e-6) and len(half) == 2
+    arc = run_node("PTI_BlendLatents", mode="slerp", t=0.5, **blend)[0].ws
+    assert not torch.allclose(arc, half.ws) and torch.allclose(
+        arc.norm(dim=-1), (a.ws.norm(dim=-1) + b.ws.norm(dim=-1)) / 2, rtol=0.2
+    )
+    mixed = run_node("PTI_BlendLatents", mode="style mix", t=0.5, **blend)[0]
+    assert torch.equal(mixed.ws[:, :4], b.ws[:, :4].expand(2, -1, -1)) and torch.equal(mixed.ws[:, 4:], a.ws[:, 4:])
+    assert mixed.meta["rows"][0]["blends"] == [{"blend": "style mix", "layers": [0, 4]}]
+    images = run_node("PTI_Decode", generator=generator, latent=mixed, truncation_psi=1.0, noise_mode="const")[0]
+    assert images.shape[0] == 2
+    assert tensor_digest([a.ws, b.ws]) == before  # inputs untouched
+    with pytest.raises(ValueError, match="unrelated generators"):
+        run_node("PTI_BlendLatents", mode="lerp", t=0.5, **{**blend, "latent_b": latent_of(other_generator)})
+
+
 # ----------------------------------------------------------------------------------------------- inversion
 
 
