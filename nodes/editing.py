@@ -8,7 +8,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..pti.directions import default_directions, load_direction
+from ..pti.directions import load_direction, shipped_directions
 from ..pti.edit import apply_direction, interpolate, parse_strengths, strength_sweep, style_mix
 from ..pti.latent import latent_lineage, latent_row_meta
 from . import common
@@ -21,9 +21,9 @@ _missing_reported: list[bool] = []
 
 
 def shipped_direction_names() -> list[str]:
-    """Names of the directions shipped with the embedded model ([] when the file is missing)."""
+    """Names of the shipped directions: the embedded model's and FFHQ's ([] when the files are missing)."""
     try:
-        return sorted(default_directions())
+        return sorted(shipped_directions())
     except (FileNotFoundError, ValueError) as exc:
         if not _missing_reported:
             log.warning("PTI: shipped directions unavailable (%s)", exc)
@@ -37,9 +37,9 @@ def direction_file_names() -> list[str]:
 
 class LoadDirection:
     DESCRIPTION = (
-        "Loads an edit direction: one of the embedded face model's attributes (smile, glasses, yaw, ...) or a file "
-        "from models/stylegan/directions (InterFaceGAN .npy boundaries, GANSpace/SeFa exports, .pt or .safetensors; "
-        "read without running code)."
+        "Loads an edit direction: a shipped one (the embedded face model's attributes, or FFHQ StyleGAN2's age, smile "
+        "and pose; connect the generator to get the one that fits it) or a file from models/stylegan/directions "
+        "(InterFaceGAN .npy boundaries, GANSpace/SeFa exports, .pt or .safetensors; read without running code)."
     )
     CATEGORY = f"{common.CATEGORY}/editing"
     RETURN_TYPES = (common.DIRECTION,)
@@ -58,7 +58,12 @@ class LoadDirection:
                 "entry": common.string_input(
                     "", "For files holding several directions: which one (e.g. pc3 or smile). Empty otherwise."
                 ),
-            }
+            },
+            "optional": {
+                "generator": common.link_input(
+                    common.GENERATOR, "Optional: pick the shipped direction that fits this generator (e.g. FFHQ smile)."
+                ),
+            },
         }
 
     @classmethod
@@ -69,14 +74,14 @@ class LoadDirection:
         return f"direction '{direction}' is neither a shipped attribute nor a file in {folders}"
 
     @classmethod
-    def IS_CHANGED(cls, direction, entry):
+    def IS_CHANGED(cls, direction, entry, generator=None):
         path = folder_paths.get_full_path(common.DIRECTIONS_FOLDER, direction)
         return f"{common.file_signature(path) if path else direction}#{entry}"
 
-    def load(self, direction, entry):
+    def load(self, direction, entry, generator=None):
         path = folder_paths.get_full_path(common.DIRECTIONS_FOLDER, direction)
         source = Path(path) if path else direction
-        return (load_direction(source, name=entry.strip() or None),)
+        return (load_direction(source, generator, name=entry.strip() or None),)
 
 
 class ApplyLatentEdit:

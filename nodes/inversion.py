@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from ..pti.latent import check_latent_fits, generator_lineage, mark_derived
+from ..pti.latent import check_latent_fits, generator_lineage
 from ..pti.projection import PROJECTION_PRESETS, project
 from ..pti.tune import TUNING_PRESETS, pivotal_tune
 from . import common
@@ -156,7 +156,7 @@ class PivotalTune:
                 progress=progress,
                 preview_every=_preview_every(steps),
             )
-        tuned = mark_derived(tuned.eval(), G)
+        tuned = tuned.eval()
         return (tuned, decode_latent(tuned, latent))
 
 

@@ -28,6 +28,7 @@ import torch
 
 from .checkpoints import CheckpointError, read_safetensors, save_generator, write_safetensors
 from .hashing import remember_hash, state_dict_hash
+from .latent import mark_derived
 from .networks import Generator, clone_generator
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def load_delta(path: str | Path, base: Generator) -> Generator:
             target.copy_((target.float() + diff.reshape(target.shape).to(target.device)).to(target.dtype))
     result.source_info = {"format": DELTA_FORMAT, "path": str(path), "hash": state_dict_hash(result), "base": base_hash}
     remember_hash(result, result.source_info["hash"])
-    return result
+    return mark_derived(result, base)
 
 
 def _decode(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

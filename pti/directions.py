@@ -1,5 +1,6 @@
 """Edit directions and their files: what a :class:`Direction` is, reading and writing direction files, the
-directions shipped with the default model.
+directions the pack ships: the embedded default model's own (128-d W) and FFHQ StyleGAN2's InterFaceGAN age, smile
+and pose (512-d W, ``pti/ffhq``). A shipped name means the direction that fits the generator at hand.
 
 A :class:`Direction` is a vector in W (``[w_dim]``, the same step on every layer) or in W+ (``[num_ws, w_dim]``),
 optionally restricted to a half-open range of ws layers ``(start, end)``. Applying one to a pivot
@@ -27,9 +28,12 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, read_safetensors, read_torch_file, write_safetensors
+from .latent import generator_lineage
 
 DIRECTIONS_FORMAT = "pti-directions"
 DEFAULT_DIRECTIONS_PATH = Path(__file__).resolve().parent / "default_model" / "directions.safetensors"
+FFHQ_DIRECTIONS_PATH = Path(__file__).resolve().parent / "ffhq" / "directions.safetensors"
+SHIPPED_DIRECTION_FILES = (DEFAULT_DIRECTIONS_PATH, FFHQ_DIRECTIONS_PATH)  # first file wins a name, without a G
 
 
 class DirectionError(ValueError):
@@ -80,7 +84,9 @@ class Direction:
         if self.w_dim != w_dim:
             raise DirectionError(
                 f"direction {self.name!r} is {self.w_dim}-dimensional but the generator's w_dim is {w_dim}: "
-                "it was made for a different model; use a direction computed for this generator (SeFa/GANSpace)"
+                "it was made for a different model. Shipped names (smile, age, pose, ...) pick the direction that "
+                "fits the generator when it is given (CLI: automatic; Load Direction: connect the generator); "
+                "or use a direction computed for this generator (sefa:K / ganspace:K)"
             )
         if num_ws is not None and self.vector.ndim == 2 and self.vector.shape[0] != num_ws:
             raise DirectionError(
@@ -274,8 +280,26 @@ def default_directions(path: str | Path | None = None) -> dict[str, Direction]:
     return load_directions(path)
 
 
+def shipped_directions(G: Any = None) -> dict[str, Direction]:
+    """The shipped directions by name. With ``G``: only those that fit it (its ``w_dim``, and its lineage where a
+    file records the model it was made for), so ``"smile"`` is FFHQ's smile on an FFHQ generator and the embedded
+    model's on the embedded model. Without ``G``: every name once, the embedded model's first."""
+    lineage = set(generator_lineage(G)) if G is not None else None
+    found: dict[str, Direction] = {}
+    for path in SHIPPED_DIRECTION_FILES:
+        if not path.is_file():
+            continue
+        for name, direction in load_directions(path).items():
+            made_for = direction.meta.get("generator_hash")
+            if lineage is not None and (direction.w_dim != G.w_dim or (made_for and made_for not in lineage)):
+                continue
+            found.setdefault(name, direction)
+    return found
+
+
 def load_direction(source: str | Path, G: Any = None, name: str | None = None) -> Direction:
-    """One direction: a shipped name (``"smile"``), or a file, with ``name`` (or ``file#name``) for multi-files."""
+    """One direction: a shipped name (``"smile"``, chosen to fit ``G`` when given), or a file, with ``name`` (or
+    ``file#name``) for multi-files."""
     text = str(source)
     if name is None and "#" in text and not Path(text).is_file():
         text, name = text.rsplit("#", 1)
@@ -285,9 +309,13 @@ def load_direction(source: str | Path, G: Any = None, name: str | None = None) -
     elif path.suffix.lower() in (".npy", ".pt", ".pth", ".safetensors") or os.sep in text:
         directions = load_directions(path, G)  # raises the precise error: missing, a directory, a broken link
     else:
-        shipped = default_directions()
+        shipped = shipped_directions(G)
         if text not in shipped:
-            raise DirectionError(f"unknown direction {text!r}; shipped directions: {', '.join(sorted(shipped))}")
+            fits = f" for this generator (w_dim {G.w_dim})" if G is not None else ""
+            raise DirectionError(
+                f"unknown direction {text!r}; shipped directions{fits}: {', '.join(sorted(shipped)) or 'none'}. "
+                "Pass a direction file, or sefa:K / ganspace:K, which work for any generator"
+            )
         directions, name = shipped, text
     if name is None:
         if len(directions) > 1:

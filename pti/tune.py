@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import as_targets, to_unit
-from .latent import Latent
+from .latent import Latent, mark_derived
 from .networks import Generator, clone_generator
 from .perceptual import LpipsToTargets, load_lpips
 from .runtime import CancelFn, ProgressFn, autograd_ready, check_cancel, settings_from_preset
@@ -234,7 +234,7 @@ def pivotal_tune(
             "settings": dataclasses.asdict(settings),
         }
         log.info("pivotal tuning: %d steps, LPIPS %s", step, ", ".join(f"{v:.4f}" for v in per_image_lpips))
-        return tuned
+        return mark_derived(tuned, G)  # latents and shipped directions of G stay usable with it
 
 
 def _learning_rate(step: int, settings: TuningSettings) -> float:

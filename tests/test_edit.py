@@ -160,6 +160,40 @@ def test_shared_interfacegan_and_pca_files(shared_dir, G):
         load_direction(directory / "ffhq_pca.pt")
 
 
+def test_shipped_names_pick_the_direction_that_fits_the_generator():
+    from pti.checkpoints import load_generator
+    from pti.directions import shipped_directions
+    from pti.latent import Latent
+    from pti.tune import pivotal_tune
+
+    ffhq_shaped = make_generator(z_dim=512, w_dim=512)
+    assert set(shipped_directions(ffhq_shaped)) == {"age", "smile", "pose"}
+    smile = load_direction("smile", ffhq_shaped)
+    assert smile.w_dim == 512 and smile.meta["model"] == "ffhq-stylegan2"
+    assert resolve_direction("pose", ffhq_shaped).w_dim == 512
+    embedded = load_generator()
+    assert load_direction("smile", embedded).w_dim == embedded.w_dim == 128
+    assert load_direction("smile").w_dim == 128  # no generator: the embedded model's name first
+    with pytest.raises(DirectionError, match=r"shipped directions for this generator \(w_dim 128\)"):
+        load_direction("age", embedded)
+    # The embedded model's directions follow its tunings, not an unrelated model of the same size.
+    stranger = make_generator(z_dim=embedded.z_dim, w_dim=128)
+    assert "yaw" not in shipped_directions(stranger) and "yaw" in shipped_directions(embedded)
+    pivot = Latent(embedded.mapping.w_avg.view(1, 1, -1).expand(1, embedded.num_ws, -1).clone(), space="w")
+    photo = torch.rand(1, 3, 64, 64)
+    tuned = pivotal_tune(embedded, photo, pivot, steps=1, preset="reference")
+    assert "yaw" in shipped_directions(tuned)
+
+
+def test_shipped_ffhq_directions_are_the_official_files(shared_dir):
+    from pti.directions import FFHQ_DIRECTIONS_PATH
+
+    shipped = load_directions(FFHQ_DIRECTIONS_PATH)
+    for name, file_name in (("age", "age.pt"), ("smile", "smile.pt"), ("pose", "rotation.pt")):
+        official = load_direction(shared_dir / "directions" / file_name).vector
+        assert torch.allclose(shipped[name].vector, official / official.norm(), atol=1e-6), name
+
+
 def test_npy_boundary_and_pickled_npy_refused(tmp_path, G):
     boundary = np.random.default_rng(0).standard_normal((1, G.w_dim)).astype(np.float32)
     np.save(tmp_path / "pose.npy", boundary)

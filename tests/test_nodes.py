@@ -480,9 +480,19 @@ def test_shipped_directions_when_present():
     shipped = pack_module("nodes.editing").shipped_direction_names()
     if not shipped:
         pytest.skip("the embedded model's directions are not shipped yet")
-    assert set(shipped) <= set(names)
+    assert set(shipped) <= set(names) and {"age", "smile", "pose", "yaw"} <= set(shipped)
     (d,) = run_node("PTI_LoadDirection", direction=shipped[0], entry="")
     assert d.name == shipped[0]
+    # Connected to an FFHQ-shaped generator, "smile" is FFHQ's 512-d boundary, and it edits that generator's latents.
+    ffhq_shaped = to_pack_generator(make_generator(z_dim=512, w_dim=512))
+    (smile,) = run_node("PTI_LoadDirection", direction="smile", entry="", generator=ffhq_shaped)
+    assert smile.w_dim == 512
+    latent = latent_of(ffhq_shaped)
+    (edited,) = run_node(
+        "PTI_ApplyLatentEdit", latent=latent, direction=smile, mode="single", strength=2.0, strengths="",
+        layer_start=-1, layer_end=-1,
+    )  # fmt: skip
+    assert torch.allclose(edited.ws - latent.ws, 2.0 * smile.vector.expand_as(latent.ws), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------- io
