@@ -8,13 +8,14 @@ the weights a little, so the difference is stored instead:
 - ``mode="lowrank"``: each changed weight matrix (convolutions reshaped to ``[out, in·k·k]``) is stored as rank-``rank``
   factors of its difference (truncated SVD, fp16 factors) when that is smaller than the dense difference; biases,
   constants, noise strengths and small tensors as dense fp16 differences. **Exact** for a generator tuned with
-  ``pivotal_tune(..., rank=r)`` (the fast preset tunes rank-4 updates), lossy otherwise: a full-rank tuning
-  difference is not low-rank (measured on the default model: rank 4 keeps only ≈22 dB, rank 16 ≈39 dB);
-- ``mode="fp16"``: every changed tensor as a dense fp16 difference (≈ half the fp32 model, ≈90 dB);
+  ``pivotal_tune(..., rank=r)``, lossy otherwise: a full-rank tuning difference is not low-rank (on the default
+  model, rank 4 reloads at ≈17 dB PSNR against the tuned output, rank 16 at ≈29 dB);
+- ``mode="fp16"``: every changed tensor as a dense fp16 difference (≈ half the fp32 model, ≈92 dB);
 - ``mode="auto"`` (default): ``lowrank`` at the tuning rank when the generator was tuned low-rank, else ``fp16``.
 
-``benchmarks/bench_inversion.py`` measures size against the reloaded output's PSNR for both. The file is a
-``.safetensors`` whose metadata carries the base model's ``state_dict_hash``; ``load_delta`` refuses any other base.
+``benchmarks/bench_delta.py`` measures size against the reloaded output's PSNR for each mode (docs/design.md). The
+file is a ``.safetensors`` whose metadata carries the base model's ``state_dict_hash``; ``load_delta`` refuses any
+other base.
 """
 
 from __future__ import annotations
