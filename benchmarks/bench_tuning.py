@@ -1,4 +1,4 @@
-"""Tuning-variant benchmark: why the fast preset tunes every weight at lr 2e-3 (cosine) with LPIPS + 10·MSE.
+"""Tuning-variant benchmark: why the fast preset tunes every weight at lr 1e-3 with LPIPS + 10·MSE.
 
 Each example photo is projected once (fast W projection, 100 steps, seed 0); from that same pivot every variant runs
 ``pti.tune.pivotal_tune`` (all but ``first-fast`` for the whole step budget, early stop off), and the tuned
@@ -14,7 +14,7 @@ keys):
     rank4        preset="reference", rank=4, lr=3e-3, lpips_threshold=0
     rank16       preset="reference", rank=16, lr=3e-3, lpips_threshold=0
     lr1e-3-mse10 preset="reference", lr=1e-3, mse_weight=10, lpips_threshold=0
-    fast         preset="fast", target_psnr=0                 (the default: lr 2e-3 cosine, LPIPS + 10·MSE)
+    fast         preset="fast", target_psnr=0                 (the default: lr 1e-3, LPIPS + 10·MSE)
     rank16-fast  preset="fast", rank=16, target_psnr=0
 
 every one but ``first-fast`` with ``steps=--steps`` (600). Prints a markdown table per photo; writes JSON and, per
@@ -66,7 +66,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         {"preset": "reference", "lr": 1e-3, "mse_weight": 10, "lpips_threshold": 0},
     ),
     "fast": ("fast (default)", {"preset": "fast", "target_psnr": 0}),
-    "rank16-fast": ("rank-16, fast schedule", {"preset": "fast", "rank": 16, "target_psnr": 0}),
+    "rank16-fast": ("rank-16, fast settings", {"preset": "fast", "rank": 16, "target_psnr": 0}),
 }
 
 

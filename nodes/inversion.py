@@ -125,7 +125,7 @@ class PivotalTune:
                 "seed": common.SEED_INPUT,
                 "preset": common.combo_input(
                     PRESETS,
-                    f"fast: every weight at lr {FAST_TUNING.lr:g} with cosine decay, MSE weight "
+                    f"fast: every weight at lr {FAST_TUNING.lr:g}, MSE weight "
                     f"{FAST_TUNING.mse_weight:g}, reproduces the photo. reference: the paper's settings (lr "
                     f"{REFERENCE_TUNING.lr:g}, LPIPS stop {REFERENCE_TUNING.lpips_threshold}).",
                     default="fast",

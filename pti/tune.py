@@ -9,9 +9,10 @@ The ``"fast"`` preset (the default) is built to reproduce the photo:
 - **Stopping rule: PSNR against the photo** (``target_psnr``, 30 dB), which means the same thing at every
   resolution: the paper's LPIPS ≤ 0.06 was set for 1024 px models; at 64 px it is met while the picture is still a
   grey shape (measured on the example face: LPIPS 0.063 at 17 dB PSNR).
-- Every synthesis weight is tuned (as the paper does) at lr 2e-3 with a cosine decay over ``steps`` (600), and the
-  pixel MSE weighs 10 against LPIPS: on the example face this reaches 28.0 dB / SSIM 0.91 in 450 steps, where
-  the paper's lr 3e-4 and weights give 17 dB at the LPIPS stop and rank-4 updates 24.6 dB after 600 steps.
+- Every synthesis weight is tuned (as the paper does) at lr 1e-3 for up to 600 steps, and the pixel MSE weighs 10
+  against LPIPS. ``benchmarks/bench_tuning.py`` (docs/design.md): on the example face this reaches 28.1 dB / SSIM
+  0.91, where the first fast preset (rank 4, LPIPS stop) stopped at 17.2 dB and the paper's lr 3e-4 reaches 21.2 dB
+  after 600 steps.
 
 Other decisions that differ from the reference, and why:
 
@@ -23,8 +24,8 @@ Other decisions that differ from the reference, and why:
   through the images one at a time.)
 - ``rank=r`` tunes **rank-r updates** of every weight matrix instead (LoRA: W = W_base + U·V, biases and other
   small tensors directly): the result is exactly a rank-r difference, which ``save_delta`` stores losslessly in a
-  small file (rank 4: ≈1/33 of the fp32 model), at some cost in fidelity (rank 16 reached 28.0 dB on the example
-  face after 600 steps, rank 4 24.6 dB).
+  small file (rank 4: ≈1/33 of the fp32 model), at some cost in fidelity (``bench_tuning.py``: rank 16 and rank 4
+  reach 26.4 and 24.8 dB on the example face after 600 steps at lr 3e-3, LPIPS + MSE).
 - Tuning renders with the generator's constant noise buffers (as the reference does), not with the noise maps the
   projection found: the tuned generator then reproduces the photo with plain ``noise_mode='const'``, which is how
   every later consumer (editing, ComfyUI nodes) renders.
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +52,6 @@ from .runtime import CancelFn, ProgressFn, autograd_ready, check_cancel, setting
 log = logging.getLogger(__name__)
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 @dataclass(frozen=True)
 class TuningSettings:
     """Hyper-parameters of ``pivotal_tune`` (defaults = the official PTI hyper-parameters)."""
@@ -63,7 +60,6 @@ class TuningSettings:
     lr: float = 3e-4  # Adam learning rate.
     lpips_threshold: float = 0.06  # Stop once LPIPS(alex) of every image is at or below this (0 = off).
     target_psnr: float = 0.0  # Stop once every image is at least this close to its photo, in dB PSNR (0 = off).
-    lr_schedule: str = "constant"  # "constant", or "cosine": decay from lr to 0 over ``steps``.
     lpips_weight: float = 1.0  # Weight of LPIPS(alex) in the reconstruction loss.
     mse_weight: float = 1.0  # Weight of the pixel MSE in the reconstruction loss.
     lpips_net: str = "alex"  # LPIPS backbone of the reconstruction loss.
@@ -85,8 +81,6 @@ class TuningSettings:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.rank < 0:
             raise ValueError(f"rank must be >= 0, got {self.rank}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lpips_threshold < 0 or self.target_psnr < 0:
             raise ValueError("lpips_threshold and target_psnr must be >= 0 (0 turns the rule off)")
         if self.batch_size < 1 or self.locality_every < 1 or self.locality_samples < 1:
@@ -95,9 +89,7 @@ class TuningSettings:
 
 TUNING_PRESETS: dict[str, TuningSettings] = {
     "reference": TuningSettings(),
-    "fast": TuningSettings(
-        steps=600, lr=2e-3, lr_schedule="cosine", mse_weight=10.0, lpips_threshold=0.0, target_psnr=30.0
-    ),
+    "fast": TuningSettings(steps=600, lr=1e-3, mse_weight=10.0, lpips_threshold=0.0, target_psnr=30.0),
 }
 
 
@@ -201,8 +193,6 @@ def pivotal_tune(
         for step in range(settings.steps + 1):
             check_cancel(cancel, "pivotal tuning", step)
             optimizer.zero_grad(set_to_none=True)
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, settings)
             per_image_lpips, per_image_mse, first_render = _reconstruction_step(
                 synthesis, pivot_ws, targets, to_targets, settings
             )
@@ -235,12 +225,6 @@ def pivotal_tune(
         }
         log.info("pivotal tuning: %d steps, LPIPS %s", step, ", ".join(f"{v:.4f}" for v in per_image_lpips))
         return mark_derived(tuned, G)  # latents and shipped directions of G stay usable with it
-
-
-def _learning_rate(step: int, settings: TuningSettings) -> float:
-    if settings.lr_schedule == "cosine":
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, settings.steps))))
-    return settings.lr
 
 
 def _psnr_from_mse(mse_minus1_1: torch.Tensor) -> torch.Tensor:
