@@ -49,9 +49,9 @@ def test_edits_still_move_the_person_after_tuning(main_job):
     G, result = main_job
     regressor = load_regressor()
     strengths = [-3.0, 0.0, 3.0]
-    # Measured with the fast preset: glasses keeps 0.41 of its W-only regressor change (0.99 -> 0.41). The edits are
-    # far from clean on this out-of-domain photo (docs/benchmarks.md); this guards that they still act at all.
-    for name, least_kept in (("glasses", 0.25),):
+    # Measured with the fast preset: glasses keeps its whole W-only regressor change (0.99 -> 0.99); yaw keeps only
+    # 0.26 and smears rather than turns the head (docs/benchmarks.md), so yaw is held only to moving the picture.
+    for name, least_kept in (("glasses", 0.7),):
         k = faces.ATTRIBUTE_NAMES.index(name)
         sweep = strength_sweep(result.pivot, default_directions()[name], strengths)
         before, after = synthesize(G, sweep), synthesize(result.tuned, sweep)
