@@ -9,8 +9,8 @@ the weights a little, so the difference is stored instead:
   factors of its difference (truncated SVD, fp16 factors) when that is smaller than the dense difference; biases,
   constants, noise strengths and small tensors as dense fp16 differences. **Exact** for a generator tuned with
   ``pivotal_tune(..., rank=r)``, lossy otherwise: a full-rank tuning difference is not low-rank (on the default
-  model, rank 4 reloads at ≈17 dB PSNR against the tuned output, rank 16 at ≈29 dB);
-- ``mode="fp16"``: every changed tensor as a dense fp16 difference (≈ half the fp32 model, ≈92 dB);
+  model, rank 4 reloads at ≈15 dB PSNR against the tuned output, rank 16 at ≈27 dB);
+- ``mode="fp16"``: every changed tensor as a dense fp16 difference (≈ half the fp32 model, ≈90 dB);
 - ``mode="auto"`` (default): ``lowrank`` at the tuning rank when the generator was tuned low-rank, else ``fp16``.
 
 ``benchmarks/bench_delta.py`` measures size against the reloaded output's PSNR for each mode (docs/design.md). The
