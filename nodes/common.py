@@ -119,10 +119,6 @@ def compute_device() -> torch.device:
     return comfy.model_management.get_torch_device()
 
 
-def generator_device(G: torch.nn.Module) -> torch.device:
-    return next(G.parameters()).device
-
-
 # ---------------------------------------------------------------------------------------------------- images
 
 

@@ -6,6 +6,7 @@ import torch
 
 from ..pti.discovery import SEFA_LAYER_GROUPS, ganspace, layer_group_range, sefa
 from ..pti.image import render_sweep_grid
+from ..pti.runtime import device_of
 from . import common
 
 METHODS = ("sefa", "ganspace")
@@ -88,7 +89,7 @@ class ComputeDirections:
     def _preview(G, directions, strength: float) -> torch.Tensor:
         if not directions:
             return torch.zeros(1, 64, 64, 3)
-        device = common.generator_device(G)
+        device = device_of(G)
         ws = G.mapping.w_avg.detach().to(device).reshape(1, 1, -1).repeat(1, G.num_ws, 1)
         grid = render_sweep_grid(G, ws, directions, (-strength, 0.0, strength))
         return common.generated_to_comfy(grid.unsqueeze(0))

@@ -13,6 +13,7 @@ import torch
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
 from ..pti.hashing import generator_hash
 from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
+from ..pti.runtime import device_of
 from . import common
 
 log = logging.getLogger("pti.nodes")
@@ -138,7 +139,7 @@ class SampleLatent:
             [torch.randn(G.z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(batch_size)]
         )
         with torch.no_grad():
-            ws = G.mapping(z.to(common.generator_device(G)), None, truncation_psi=truncation_psi)
+            ws = G.mapping(z.to(device_of(G)), None, truncation_psi=truncation_psi)
         meta = {
             "stage": "sample",
             "truncation_psi": truncation_psi,
@@ -174,7 +175,7 @@ class Decode:
 def decode_latent(G: torch.nn.Module, latent: Latent, truncation_psi: float = 1.0, noise_mode: str = "const"):
     """Render ``latent`` with ``G`` in chunks -> ComfyUI IMAGE. Truncation pulls each w toward ``G``'s w_avg."""
     check_latent_fits(latent, G)
-    device = common.generator_device(G)
+    device = device_of(G)
     ws = latent.ws.to(device)
     if truncation_psi != 1.0:
         w_avg = G.mapping.w_avg.to(device)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .atomic import replace_atomically
 from .delta import load_delta, save_delta
-from .latent import Latent, check_latent_fits, check_tuned_from, mark_derived
+from .latent import Latent, check_latent_fits, check_tuned_from
 from .networks import Generator
 from .runtime import device_of
 
@@ -85,7 +85,7 @@ def load_result(folder: Path, base: Generator) -> tuple[Generator, Latent]:
     """The tuned generator (``base`` plus the saved delta, marked as derived from it) and the pivot latent(s), on
     the generator's device. ``base`` must be the very model that was tuned (checked by weight hash)."""
     pivot, delta = find_result(folder)
-    tuned = mark_derived(load_delta(delta, base).eval(), base)
+    tuned = load_delta(delta, base).eval()  # load_delta records the lineage
     latent = Latent.load(pivot).to(device_of(tuned))
     check_latent_fits(latent, tuned)
     return tuned, latent
