@@ -602,12 +602,12 @@ class Generator(nn.Module):
 
 def transform_matrix(translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> torch.Tensor:
     """The 3x3 value of ``synthesis.input.transform`` that moves the picture by ``translate`` and turns it by
-    ``rotate`` degrees (counter-clockwise as displayed).
+    ``rotate`` degrees (counter-clockwise as displayed) about the image centre.
 
-    ``translate`` is ``(x, y)`` in units of the image half-width... precisely: in the Fourier-feature coordinates,
-    where the visible image spans ``img_resolution / sampling_rate[0]`` units (1.0 = the image's full width for
-    NVIDIA's released models, whose first layer samples at 16 per unit over 16 px). The buffer holds the inverse of
-    the image transform (NVIDIA's convention, as in their ``gen_images.py --translate --rotate``).
+    ``translate`` is ``(x, y)`` in image widths (every layer samples one unit of its coordinates across the image):
+    ``(0.25, 0)`` moves the content a quarter of the width to the right, positive y moves it down. The buffer holds
+    the inverse of that image transform, NVIDIA's convention (their ``gen_images.py --translate --rotate`` sets
+    the same matrix). Content moved in from outside the frame is synthesised, not blank.
     """
     angle = math.radians(float(rotate))
     tx, ty = (float(v) for v in translate)
