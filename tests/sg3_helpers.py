@@ -1,0 +1,81 @@
+"""StyleGAN3 test data shared by the tests and the fuzz targets: the reference tensors made with NVIDIA's code, the
+training snapshot their training loop pickled, and a re-spelling of that pickle as numpy 1.x writes it.
+
+``tests/data/stylegan3_reference.safetensors`` was made by running NVIDIA's ``training/networks_stylegan3.py``
+(NVlabs/stylegan3, CPU reference ops) on small generators with fixed seeds: for each config in ``CONFIGS`` the
+state dict (biases, ``magnitude_ema`` and ``w_avg`` randomised so that each one matters), z, c, ws and images;
+the magnitude EMAs after one ``update_emas=True`` pass; filtered-leaky-ReLU cases (``fl0``..``fl3``: input, bias,
+filters, output of ``_filtered_lrelu_ref``) and designed filters (``filter0``..``filter3``).
+``tests/data/stylegan3_snapshot.pkl`` is ``pickle.dumps`` of a training-loop snapshot dict (G, D, G_ema,
+augment_pipe, training_set_kwargs) of a 16 px config-R generator, with numpy 2 (``numpy._core`` names); the
+module source NVIDIA embeds was replaced by a one-line comment afterwards (their code is not redistributed here),
+every other byte is as written. ``stylegan3_snapshot_outputs.safetensors`` holds G_ema's z, ws and images.
+"""
+
+from __future__ import annotations
+
+import pickletools
+from pathlib import Path
+
+import torch
+
+from pti.checkpoints import read_safetensors
+
+DATA = Path(__file__).parent / "data"
+REFERENCE_FILE = DATA / "stylegan3_reference.safetensors"
+SNAPSHOT_PKL = DATA / "stylegan3_snapshot.pkl"
+SNAPSHOT_OUTPUTS = DATA / "stylegan3_snapshot_outputs.safetensors"
+
+_SMALL = dict(num_layers=6, num_critical=2, channel_max=16)
+#: Generator kwargs of each reference config (z_dim = w_dim = 8, 2 mapping layers, magnitude_ema_beta 0.99).
+CONFIGS = {
+    "t": dict(c_dim=0, img_resolution=32, channel_base=256, margin_size=4, **_SMALL),
+    "t_cond": dict(c_dim=3, img_resolution=16, channel_base=256, margin_size=10, **_SMALL),
+    "r": dict(
+        c_dim=0, img_resolution=32, channel_base=512, margin_size=4, conv_kernel=1, use_radial_filters=True, **_SMALL
+    ),
+    "r_cond": dict(
+        c_dim=3, img_resolution=16, channel_base=512, margin_size=10, conv_kernel=1, use_radial_filters=True, **_SMALL
+    ),
+}
+#: The user transform NVIDIA's code rendered t_cond and r with: rotate 17 degrees, translate (0.13, -0.07).
+REFERENCE_TRANSFORM = dict(rotate=17.0, translate=(0.13, -0.07))
+
+
+def reference() -> dict[str, torch.Tensor]:
+    return read_safetensors(REFERENCE_FILE)[0]
+
+
+def generator_kwargs(name: str) -> dict:
+    return dict(z_dim=8, w_dim=8, img_channels=3, mapping_kwargs=dict(num_layers=2), magnitude_ema_beta=0.99,
+                **CONFIGS[name])  # fmt: skip
+
+
+def reference_state(ref: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    prefix = f"{name}/state/"
+    return {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)}
+
+
+def numpy1_spelling(data: bytes) -> bytes:
+    """The same pickle as numpy 1.x writes it: ``numpy.core.multiarray`` instead of ``numpy._core.multiarray``.
+
+    Rewrites the module-name strings (their length prefixes change) and drops the FRAME hints (optional, and their
+    lengths would no longer fit); every other instruction is copied byte for byte.
+    """
+    ops = list(pickletools.genops(data))
+    out = bytearray()
+    for index, (op, arg, pos) in enumerate(ops):
+        end = ops[index + 1][2] if index + 1 < len(ops) else len(data)
+        chunk = data[pos:end]
+        if op.name == "FRAME":
+            continue
+        if isinstance(arg, str) and arg.startswith("numpy._core."):
+            text = arg.replace("numpy._core.", "numpy.core.", 1)
+            if op.name == "GLOBAL":  # protocols 0-2: "module name" as two text lines
+                chunk = b"c" + text.replace(" ", "\n").encode() + b"\n"
+            elif op.name == "SHORT_BINUNICODE":
+                chunk = b"\x8c" + bytes([len(text)]) + text.encode()
+            elif op.name == "BINUNICODE":
+                chunk = b"X" + len(text).to_bytes(4, "little") + text.encode()
+        out += chunk
+    return bytes(out)
