@@ -1,5 +1,5 @@
-"""StyleGAN3 test data shared by the tests and the fuzz targets: the reference tensors made with NVIDIA's code, the
-training snapshot their training loop pickled, and a re-spelling of that pickle as numpy 1.x writes it.
+"""StyleGAN3 test data: the reference tensors made with NVIDIA's code, the training snapshot their training loop
+pickled, and (from ``hostile_files``) a re-spelling of that pickle as numpy 1.x writes it.
 
 ``tests/data/stylegan3_reference.safetensors`` was made by running NVIDIA's ``training/networks_stylegan3.py``
 (NVlabs/stylegan3, CPU reference ops) on small generators with fixed seeds: for each config in ``CONFIGS`` the
@@ -14,10 +14,10 @@ every other byte is as written. ``stylegan3_snapshot_outputs.safetensors`` holds
 
 from __future__ import annotations
 
-import pickletools
 from pathlib import Path
 
 import torch
+from hostile_files import numpy1_spelling  # noqa: F401 (re-exported for the StyleGAN3 tests)
 
 from pti.checkpoints import read_safetensors
 
@@ -54,28 +54,3 @@ def generator_kwargs(name: str) -> dict:
 def reference_state(ref: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     prefix = f"{name}/state/"
     return {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)}
-
-
-def numpy1_spelling(data: bytes) -> bytes:
-    """The same pickle as numpy 1.x writes it: ``numpy.core.multiarray`` instead of ``numpy._core.multiarray``.
-
-    Rewrites the module-name strings (their length prefixes change) and drops the FRAME hints (optional, and their
-    lengths would no longer fit); every other instruction is copied byte for byte.
-    """
-    ops = list(pickletools.genops(data))
-    out = bytearray()
-    for index, (op, arg, pos) in enumerate(ops):
-        end = ops[index + 1][2] if index + 1 < len(ops) else len(data)
-        chunk = data[pos:end]
-        if op.name == "FRAME":
-            continue
-        if isinstance(arg, str) and arg.startswith("numpy._core."):
-            text = arg.replace("numpy._core.", "numpy.core.", 1)
-            if op.name == "GLOBAL":  # protocols 0-2: "module name" as two text lines
-                chunk = b"c" + text.replace(" ", "\n").encode() + b"\n"
-            elif op.name == "SHORT_BINUNICODE":
-                chunk = b"\x8c" + bytes([len(text)]) + text.encode()
-            elif op.name == "BINUNICODE":
-                chunk = b"X" + len(text).to_bytes(4, "little") + text.encode()
-        out += chunk
-    return bytes(out)
