@@ -101,6 +101,11 @@ def check_config(config: dict[str, Any]) -> None:
         value = config.get(key, 1.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e4:
             raise ValueError(f"{key}={value!r} must be a positive number")
+    clamp = config.get("conv_clamp", 256)
+    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0):
+        raise ValueError(f"conv_clamp={clamp!r} must be None or a positive number")
+    if not isinstance(config.get("use_radial_filters", False), bool):
+        raise ValueError(f"use_radial_filters={config['use_radial_filters']!r} must be true or false")
     if config.get("num_critical", 2) >= config.get("num_layers", 14):
         raise ValueError("num_critical must be smaller than num_layers")
     mapping = config.get("mapping_kwargs") or {}

@@ -4,6 +4,7 @@ file format, and translation/rotation through the input transform."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -20,7 +21,14 @@ from sg3_helpers import (
 )
 
 from pti import ops
-from pti.checkpoints import CheckpointError, describe_checkpoint, load_generator, read_safetensors, save_generator
+from pti.checkpoints import (
+    CheckpointError,
+    describe_checkpoint,
+    load_generator,
+    read_safetensors,
+    save_generator,
+    write_safetensors,
+)
 from pti.hashing import state_dict_hash
 from pti.stylegan3 import (
     Generator,
@@ -185,6 +193,8 @@ def test_pti_file_round_trip_keeps_every_buffer(tmp_path, ref):
         ({"first_cutoff": float("nan")}, "first_cutoff"),
         ({"lrelu_upsampling": 10**4}, "lrelu_upsampling"),
         ({"evil": 1}, "unknown StyleGAN3"),
+        ({"conv_clamp": "256"}, "conv_clamp"),
+        ({"num_critical": 6}, "num_critical"),
     ],
 )
 def test_hostile_stylegan3_configs_are_refused_before_building(tmp_path, change, message):
@@ -192,10 +202,6 @@ def test_hostile_stylegan3_configs_are_refused_before_building(tmp_path, change,
     G = make_tiny_generator(img_resolution=16)
     path = save_generator(G, tmp_path / "g.safetensors")
     tensors, metadata = read_safetensors(path)
-    import json
-
-    from pti.checkpoints import write_safetensors
-
     config = json.loads(metadata["config"])
     config.update(change)
     metadata["config"] = json.dumps(config)
