@@ -148,7 +148,7 @@ def _plain(value):
     return value
 
 
-def test_nodes_load_project_tune_transform_and_decode_stylegan3(nodes, G):
+def test_nodes_load_project_tune_transform_edit_and_save_stylegan3(nodes, G):
     import folder_paths
 
     _, pack_module = nodes
@@ -177,6 +177,26 @@ def test_nodes_load_project_tune_transform_and_decode_stylegan3(nodes, G):
     (shifted,) = _run(nodes, "PTI_Decode", generator=moved, latent=latent, truncation_psi=1.0, noise_mode="const")
     overlap = float((shifted[:, :, 8:] - plain[:, :, :-8]).abs().mean())
     assert overlap < float((shifted - plain).abs().mean()) / 3, "translate_x moves the picture right"
+
+    direction, directions, preview = _run(
+        nodes, "PTI_ComputeDirections", generator=loaded, method="sefa", num_components=3, component=0,
+        layers="coarse", num_samples=100, seed=0, preview_components=2, preview_strength=3.0,
+    )  # fmt: skip
+    assert len(directions) == 3 and direction.layers == (1, 3) and preview.shape[0] == 1
+    (edited,) = _run(
+        nodes, "PTI_ApplyLatentEdit", latent=latent, direction=direction, mode="single", strength=3.0, strengths="",
+        layer_start=-1, layer_end=-1,
+    )  # fmt: skip
+    (edited_image,) = _run(nodes, "PTI_Decode", generator=tuned, latent=edited, truncation_psi=1.0, noise_mode="const")
+    assert float((edited_image - plain).abs().mean()) > 1e-3
+
+    save = dict(base_generator=loaded, tuned_generator=tuned, latent=latent, name="sg3 face")
+    _run(nodes, "PTI_SavePTI", destination="output/pti", delta="auto", **save)
+    rebuilt, loaded_latent = _run(nodes, "PTI_LoadPTI", base_generator=loaded, name="sg3 face [output]")
+    (again,) = _run(
+        nodes, "PTI_Decode", generator=rebuilt, latent=loaded_latent, truncation_psi=1.0, noise_mode="const"
+    )
+    assert float((again - plain).abs().max()) < 0.01
 
     sg2 = pack_module("pti.networks").Generator(**make_generator(resolution=16).init_kwargs).eval()
     with pytest.raises(ValueError, match="needs a StyleGAN3 generator"):
