@@ -111,6 +111,12 @@ def upfirdn2d(
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
+    if f is not None and f.ndim == 1:
+        # Separable: each axis in turn (zero insertion, padding, filter, decimation along x, then along y), each
+        # carrying the square root of the gain. The same sums as the 2-D form, on far fewer samples.
+        taps = (f * math.sqrt(gain)).to(x.dtype).flip([0])
+        x = _upfirdn_axis(x, taps, upx, px0, px1, downx, axis=3)
+        return _upfirdn_axis(x, taps, upy, py0, py1, downy, axis=2)
     n, c, h, w = x.shape
     if upx > 1 or upy > 1:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -118,21 +124,33 @@ def upfirdn2d(
         x = x.reshape(n, c, h * upy, w * upx)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
-    if f is not None and f.ndim == 1:
-        # Separable: the same taps along x, then along y, each carrying the square root of the gain.
-        taps = (f * math.sqrt(gain)).to(x.dtype).flip([0])
-        x = F.conv2d(x, taps[None, None, None, :].expand(c, 1, 1, -1), groups=c)
-        x = F.conv2d(x, taps[None, None, :, None].expand(c, 1, -1, 1), groups=c)
-    elif f is not None:
-        # The filter is applied as a true convolution (flipped), matching the reference operator.
+    if f is not None:
+        # The filter is applied as a true convolution (flipped), matching the reference operator; decimation is
+        # the convolution's stride (the same outputs as filtering everything and keeping every down-th sample).
         kernel = (f * gain).to(x.dtype).flip([0, 1])
         kernel = kernel[None, None].expand(c, 1, *kernel.shape)
-        x = F.conv2d(x, kernel, groups=c)
-    elif gain != 1:
+        return F.conv2d(x, kernel, groups=c, stride=(downy, downx))
+    if gain != 1:
         x = x * gain
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
+
+
+def _upfirdn_axis(x: torch.Tensor, taps: torch.Tensor, up: int, pad0: int, pad1: int, down: int, axis: int):
+    """One axis (2 = y, 3 = x) of a separable ``upfirdn2d``: ``taps`` already flipped and scaled."""
+    if up > 1:
+        shape = list(x.shape)
+        x = F.pad(x.unsqueeze(axis + 1), [0, up - 1] if axis == 3 else [0, 0, 0, up - 1])
+        shape[axis] *= up
+        x = x.reshape(shape)
+    size = x.shape[axis]
+    x = F.pad(x, [max(pad0, 0), max(pad1, 0)] if axis == 3 else [0, 0, max(pad0, 0), max(pad1, 0)])
+    x = x.narrow(axis, max(-pad0, 0), size + pad0 + pad1)
+    c = x.shape[1]
+    kernel = taps[None, None, None, :] if axis == 3 else taps[None, None, :, None]
+    stride = (1, down) if axis == 3 else (down, 1)
+    return F.conv2d(x, kernel.expand(c, 1, *kernel.shape[2:]), groups=c, stride=stride)
 
 
 def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:

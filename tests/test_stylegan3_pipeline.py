@@ -100,6 +100,18 @@ def test_deltas_reload_the_tuned_generator(G, pivot, tmp_path):
         load_delta(path, other)
 
 
+def test_config_r_projects_tunes_and_reloads(tmp_path):
+    """Config R (1x1 convolutions, radial filters) through the same path: W+ projection, rank-4 tuning, exact delta."""
+    R = make_tiny_generator(seed=2, config="r", img_resolution=RES)
+    photo = GeneratorImages(_photo(RES))
+    latent = project(R, photo, space="w+", steps=5, seed=0, init_candidates=8)
+    assert latent.meta["final_lpips"] < latent.meta["start_lpips"]
+    tuned = pivotal_tune(R, photo, latent, steps=3, target_psnr=0, seed=0, rank=4)
+    reloaded = load_delta(save_delta(tuned, R, tmp_path / "r.safetensors", mode="lowrank", rank=4), R)
+    assert psnr(synthesize(reloaded, latent), synthesize(tuned, latent)) > 60
+    assert psnr(synthesize(tuned, latent), synthesize(R, latent)) < 60  # tuning changed the picture
+
+
 def test_sefa_and_ganspace_on_stylegan3_style_layers(G, pivot, monkeypatch, tmp_path):
     monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path))
     layers = style_layers(G)
