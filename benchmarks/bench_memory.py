@@ -7,7 +7,9 @@ image for a few steps and tunes for a few steps, and reports:
 - ``model MB``: peak RSS once the generator and the LPIPS backbones are loaded (the baseline of a ComfyUI process);
 - ``projection MB`` / ``tuning MB``: peak RSS after each stage (``resource.getrusage``, monotonic, so each column
   includes the previous ones);
-- on CUDA (``--device cuda``), ``torch.cuda.max_memory_allocated`` per stage instead of the process RSS.
+- on CUDA (``--device cuda``), ``torch.cuda.max_memory_allocated`` per stage instead of the process RSS;
+- ``estimate MB``: what ``pti.memory`` says projection (VGG LPIPS) and tuning (AlexNet LPIPS) need beyond the
+  weights, the figure the ComfyUI nodes ask ComfyUI's model management to free before they start.
 
 Usage: ``nice -n 5 python benchmarks/bench_memory.py [--resolutions 64 256 1024] [--steps 2] [--device cpu]``;
 prints a markdown table.
@@ -40,6 +42,7 @@ def measure(resolution: int, steps: int, device: str) -> dict:
     import torch
 
     from pti.image import GeneratorImages
+    from pti.memory import optimisation_bytes
     from pti.networks import Generator
     from pti.perceptual import load_lpips
     from pti.projection import project
@@ -65,6 +68,8 @@ def measure(resolution: int, steps: int, device: str) -> dict:
         rendering = G.synthesis(G.mapping(torch.randn(1, 512, device=device), None), noise_mode="const").clamp(-1, 1)
     image = GeneratorImages(rendering)
     row = {"resolution": resolution, "device": device, "parameters": G.num_parameters(), "model": _peak_mb(device)}
+    row["estimate_projection"] = optimisation_bytes(G, 1, "vgg", tunes_weights=False) / 2**20
+    row["estimate_tuning"] = optimisation_bytes(G, 1, "alex", tunes_weights=True) / 2**20
     start = time.perf_counter()
     latent = project(G, image, steps=steps, preset="reference", num_w_samples=64)
     row["projection"], row["projection_s"] = _peak_mb(device), time.perf_counter() - start
@@ -85,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.child, args.steps, args.device)))
         return 0
     unit = "peak CUDA allocated MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"| resolution | parameters | model loaded ({unit}) | + projection | + tuning | s/projection step | "
-          "s/tuning step |\n|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
+    print(f"| resolution | parameters | model loaded ({unit}) | + projection | + tuning | estimate MB: projection / "
+          "tuning | s/projection step | s/tuning step |\n|---|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
     for resolution in args.resolutions:
         command = [sys.executable, __file__, "--child", str(resolution), "--steps", str(args.steps)]
         child = subprocess.run([*command, "--device", args.device], capture_output=True, text=True)
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         row = json.loads(child.stdout.strip().splitlines()[-1])
         print(
             f"| {resolution} | {row['parameters'] / 1e6:.1f} M | {row['model']:.0f} | {row['projection']:.0f} | "
-            f"{row['tuning']:.0f} | {row['projection_s'] / args.steps:.1f} | {row['tuning_s'] / args.steps:.1f} |",
+            f"{row['tuning']:.0f} | {row['estimate_projection']:.0f} / {row['estimate_tuning']:.0f} | "
+            f"{row['projection_s'] / args.steps:.1f} | {row['tuning_s'] / args.steps:.1f} |",
             flush=True,
         )
     return 0
