@@ -2,8 +2,8 @@
 before projection, tuning or decoding starts.
 
 Estimates, not measurements: activations are counted from the synthesis network's own layer sizes (every feature
-map of every layer, times how many copies autograd keeps), parameters from the module. ``benchmarks/bench_memory.py``
-prints them beside the measured peaks.
+map of every layer, times how many copies autograd keeps), weights from the module. ``benchmarks/bench_memory.py``
+prints them beside the measured peaks, and with ``--saved-tensors`` beside what autograd actually keeps.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 import torch
 
 FLOAT_BYTES = 4
-# Feature-map copies alive per synthesis layer: a forward pass keeps its input and output (plus the up-sampling
-# intermediate, 4x the input, in up layers); training keeps every intermediate of modulation, convolution, noise,
-# bias and activation for the backward pass, and their gradients.
+# Measured with autograd's saved-tensor hooks on FFHQ-width generators at 64 and 256 px (benchmarks/bench_memory.py
+# --saved-tensors): a training pass keeps about 4.7 copies of every feature map and 2.5 per-sample copies of the
+# synthesis weights (modulated convolution builds one weight per image); the backward pass adds the gradients of the
+# feature maps on top, while it runs. A no-grad pass holds a layer's input, output and up-sampled intermediate.
+COPIES_TRAINING = 6.5
+WEIGHT_COPIES_TRAINING = 3
 COPIES_INFERENCE = 3
-COPIES_TRAINING = 14
-# Bytes per input pixel that one LPIPS evaluation with its backward pass keeps (feature maps of the backbone,
-# their normalised copies and gradients), measured on the CPU at 256 px.
-LPIPS_BYTES_PER_PIXEL = {"alex": 600, "vgg": 4800}
+WEIGHT_COPIES_INFERENCE = 1
+# Bytes per input pixel one LPIPS evaluation keeps for its backward pass (saved tensors 300 / 3340 at 256 px,
+# measured the same way), with half again for the gradients while the backward pass runs.
+LPIPS_BYTES_PER_PIXEL = {"alex": 450, "vgg": 5000}
 LPIPS_MAX_SIDE = 256  # images are compared at most at this size
 
 
@@ -39,7 +42,8 @@ def parameter_bytes(module: torch.nn.Module) -> int:
 
 def inference_bytes(G: torch.nn.Module, batch: int = 1) -> int:
     """Activations of a no-grad synthesis pass over ``batch`` images."""
-    return feature_map_floats(G) * COPIES_INFERENCE * FLOAT_BYTES * batch
+    per_image = feature_map_floats(G) * COPIES_INFERENCE * FLOAT_BYTES
+    return int(batch * (per_image + WEIGHT_COPIES_INFERENCE * parameter_bytes(G.synthesis)))
 
 
 def optimisation_bytes(
@@ -47,12 +51,14 @@ def optimisation_bytes(
 ) -> int:
     """Activations and optimiser state of projection (``tunes_weights=False``) or tuning, beyond the weights.
 
-    Tuning also holds a copy of the generator, its gradients and Adam's two moments (4x the parameters).
+    Tuning also holds the tuned copy of the generator, its gradients and Adam's two moments (4x the parameters).
     """
-    total = feature_map_floats(G) * COPIES_TRAINING * FLOAT_BYTES * batch
+    per_image = feature_map_floats(G) * COPIES_TRAINING * FLOAT_BYTES
+    per_image += WEIGHT_COPIES_TRAINING * parameter_bytes(G.synthesis)
     if lpips_net is not None:
         side = min(int(G.img_resolution), LPIPS_MAX_SIDE)
-        total += LPIPS_BYTES_PER_PIXEL[lpips_net] * side * side * batch
+        per_image += LPIPS_BYTES_PER_PIXEL[lpips_net] * side * side
+    total = batch * per_image
     if tunes_weights:
         total += 4 * parameter_bytes(G.synthesis)
-    return total
+    return int(total)
