@@ -43,6 +43,7 @@ class AlignFace:
         "landmarks (eyes, nose, mouth corners) found by a detector or typed in. Feed the aligned image to Project "
         "Pivot and keep the alignment for Paste Back."
     )
+    SEARCH_ALIASES = ["face detection", "crop face", "ffhq align", "landmarks", "mtcnn"]
     CATEGORY = f"{common.CATEGORY}/alignment"
     RETURN_TYPES = ("IMAGE", ALIGNMENT)
     RETURN_NAMES = ("aligned", "alignment")
@@ -62,8 +63,8 @@ class AlignFace:
                 ),
                 "detector": common.combo_input(
                     DETECTORS,
-                    "Landmark detector: auto = dlib (optional extra) or kornia's YuNet (needs its weights file), "
-                    "whichever is installed. Ignored when landmarks are given.",
+                    "Landmark detector: auto = MTCNN (its 2 MB weights are downloaded into models/pti_weights on "
+                    "first use); dlib and kornia need optional installs. Ignored when landmarks are given.",
                     default="auto",
                 ),
                 "fallback": common.combo_input(
@@ -82,16 +83,22 @@ class AlignFace:
                 "generator": common.link_input(
                     common.GENERATOR, "Optional: align to this generator's resolution instead of 'size'."
                 ),
+                "face_index": common.int_input(
+                    0, 0, 63, "Which face when a photo has several: 0 = the largest, 1 = the next largest, ..."
+                ),
             },
         }
 
-    def align(self, image, size, detector, fallback, landmarks, generator=None):
+    def align(self, image, size, detector, fallback, landmarks, generator=None, face_index=0):
         photos = _photos_chw(image)
         resolution = generator.img_resolution if generator is not None else size
         crops, alignments = [], []
+        store = common.weight_store()
         for photo, points in zip(photos, _landmark_lines(landmarks, len(photos))):
             common.check_interrupted()
-            crop, alignment = align_face(photo, resolution, points, detector, FALLBACK_OPTIONS[fallback])
+            crop, alignment = align_face(
+                photo, resolution, points, detector, FALLBACK_OPTIONS[fallback], face_index, store
+            )
             crops.append(crop)
             alignments.append(alignment)
         return (_to_comfy(torch.stack(crops)), alignments)
@@ -102,6 +109,7 @@ class PasteBack:
         "Warps edited face crops back into the original photo with a soft face mask. Every photo pixel outside the "
         "mask stays exactly as it was. A batch of edits (e.g. a strength sweep) gives one photo per edit."
     )
+    SEARCH_ALIASES = ["uncrop", "composite face", "blend back", "face swap back"]
     CATEGORY = f"{common.CATEGORY}/alignment"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "mask")

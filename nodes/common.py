@@ -15,7 +15,9 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..pti.downloads import WeightStore
 from ..pti.image import GeneratorImages, bchw_to_comfy, prepare_target, to_pil
+from ..pti.perceptual import load_lpips
 
 log = logging.getLogger("pti.nodes")
 
@@ -32,9 +34,11 @@ PREVIEW_MAX_SIZE = 512
 STYLEGAN_FOLDER = "stylegan"
 PTI_FOLDER = "stylegan_pti"
 DIRECTIONS_FOLDER = "stylegan_directions"
+WEIGHTS_FOLDER = "pti_weights"  # models/pti_weights: the face detector and LPIPS backbones, fetched on first use
 CHECKPOINT_EXTENSIONS = frozenset({".pkl", ".pt", ".pth", ".safetensors"})
 DIRECTION_EXTENSIONS = frozenset({".npy", ".pt", ".pth", ".safetensors"})
 PTI_EXTENSIONS = frozenset({".safetensors"})
+WEIGHT_EXTENSIONS = frozenset({".pth", ".safetensors"})
 
 
 # ----------------------------------------------------------------------------------------------- widget specs
@@ -96,11 +100,29 @@ def _register_folder(name: str, path: str, extensions: Iterable[str]) -> None:
 
 
 def register_model_folders() -> None:
-    """Register models/stylegan (checkpoints), models/stylegan/pti (saved results), models/stylegan/directions."""
+    """Register models/stylegan (checkpoints), models/stylegan/pti (saved results), models/stylegan/directions and
+    models/pti_weights (detector and LPIPS weights)."""
     root = os.path.join(folder_paths.models_dir, "stylegan")
     _register_folder(STYLEGAN_FOLDER, root, CHECKPOINT_EXTENSIONS)
     _register_folder(PTI_FOLDER, os.path.join(root, "pti"), PTI_EXTENSIONS)
     _register_folder(DIRECTIONS_FOLDER, os.path.join(root, "directions"), DIRECTION_EXTENSIONS)
+    _register_folder(WEIGHTS_FOLDER, os.path.join(folder_paths.models_dir, "pti_weights"), WEIGHT_EXTENSIONS)
+
+
+def weight_store() -> WeightStore:
+    """Weights go to (and are found in) ComfyUI's models/pti_weights folders first, with download progress on the
+    running node's progress bar; torchvision's cache is searched after them."""
+    return WeightStore.at(folder_paths.get_folder_paths(WEIGHTS_FOLDER), progress=DownloadProgress())
+
+
+def ensure_lpips(net: str | None, device: torch.device) -> list[torch.nn.Module]:
+    """LPIPS ``net`` on ``device`` (its backbone fetched into models/pti_weights on first use), built before a core
+    function asks for it; as a list for :func:`managed_models.use`. ``None`` (an unknown preset) gives ``[]``: the
+    core function then names the problem."""
+    if net is None:
+        return []
+    with torch.inference_mode(False):  # built here, used for gradients later: no inference tensors
+        return [load_lpips(net, device, weight_store())]
 
 
 def file_signature(path: str | os.PathLike) -> str:
@@ -177,6 +199,20 @@ class NodeProgress:
 
     def next_stage(self) -> None:
         self.stage += 1
+
+
+class DownloadProgress:
+    """Download progress ``(done_bytes, total_bytes)`` on the node's progress bar; Cancel stops the download."""
+
+    def __init__(self) -> None:
+        self.bar: comfy.utils.ProgressBar | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        total = total or max(done, 1)
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(min(done, total), total)
 
 
 def check_interrupted() -> None:

@@ -18,6 +18,7 @@ class ComputeDirections:
         "chosen layers (instant). GANSpace: principal components of sampled w codes (strength in std devs). "
         "Results are cached per model, so the second run is instant. The preview shows the first components."
     )
+    SEARCH_ALIASES = ["sefa", "ganspace", "latent directions", "pca"]
     CATEGORY = f"{common.CATEGORY}/editing"
     RETURN_TYPES = (common.DIRECTION, common.DIRECTION, "IMAGE")
     RETURN_NAMES = ("direction", "directions", "preview")

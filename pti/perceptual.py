@@ -1,8 +1,9 @@
-"""LPIPS perceptual distance (Zhang et al. 2018) that never touches the network.
+"""LPIPS perceptual distance (Zhang et al. 2018), with weights fetched only when the caller allows it.
 
 ``load_lpips`` builds ``lpips.LPIPS`` with a randomly initialised trunk (so torchvision has nothing to download),
-then loads the ImageNet backbone from torchvision's cache file, installed by ``python -m pti fetch-weights``
-(see :mod:`pti.lpips_weights`). The calibrated linear heads come from the ``lpips`` package itself.
+then loads the ImageNet backbone from torchvision's cache file, installed by ``python -m pti fetch-weights``, or
+fetched on first use into a :class:`~pti.downloads.WeightStore` the caller passes (the ComfyUI nodes do; see
+:mod:`pti.lpips_weights`). The calibrated linear heads come from the ``lpips`` package itself.
 
 Input convention: ``model(a, b)`` with images ``[N, 3, H, W]`` in ``[-1, 1]``; returns ``[N, 1, 1, 1]``.
 """
@@ -15,7 +16,16 @@ import warnings
 
 import torch
 
-from .lpips_weights import FETCH_COMMAND, MissingWeightsError, backbone_path, get_backbone, load_backbone_state
+from .downloads import WeightStore
+from .lpips_weights import (
+    FETCH_COMMAND,
+    MissingWeightsError,
+    WeightsFetchError,
+    backbone_path,
+    fetch_weights,
+    get_backbone,
+    load_backbone_state,
+)
 
 __all__ = ["FETCH_COMMAND", "LpipsToTargets", "MissingWeightsError", "load_lpips", "lpips_available"]
 
@@ -25,10 +35,10 @@ _cache: dict[tuple[str, str], torch.nn.Module] = {}
 _lock = threading.Lock()
 
 
-def _build_lpips(net: str) -> torch.nn.Module:
+def _build_lpips(net: str, store: WeightStore | None) -> torch.nn.Module:
     import lpips
 
-    backbone_state = load_backbone_state(net)  # raises MissingWeightsError before any model is built
+    backbone_state = load_backbone_state(net, store)  # raises MissingWeightsError before any model is built
     # lpips initialises the trunk randomly before we overwrite it: keep that off the caller's global RNG stream.
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated" notice
@@ -44,27 +54,43 @@ def _build_lpips(net: str) -> torch.nn.Module:
     return model
 
 
-def load_lpips(net: str = "alex", device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_lpips(
+    net: str = "alex", device: str | torch.device = "cpu", store: WeightStore | None = None
+) -> torch.nn.Module:
     """Frozen LPIPS model in eval mode, cached per (net, device) and safe to request from several threads.
 
     ``net`` is ``"alex"`` (the paper's recommended forward metric) or ``"vgg"`` (the usual optimisation loss).
-    Raises :class:`MissingWeightsError` when the backbone is not installed; run ``python -m pti fetch-weights``.
-    The returned module is shared: do not modify it.
+    Without ``store`` the backbone must already be installed (``python -m pti fetch-weights``) and nothing is
+    downloaded; with a ``store`` that allows downloads (the ComfyUI nodes pass one) a missing backbone is fetched
+    into it first. Raises :class:`MissingWeightsError` when it is still missing. The module is shared: do not
+    modify it.
     """
     get_backbone(net)
     key = (net, str(torch.device(device)))
     with _lock:
         model = _cache.get(key)
         if model is None:
-            model = _build_lpips(net).to(device)
+            if store is not None and store.download and not backbone_path(net, store).is_file():
+                _fetch_missing(net, store)
+            model = _build_lpips(net, store).to(device)
             _cache[key] = model
             log.debug("LPIPS(%s) ready on %s", net, key[1])
         return model
 
 
-def lpips_available(net: str = "alex") -> bool:
+def _fetch_missing(net: str, store: WeightStore) -> None:
+    try:
+        fetch_weights((net,), store=store)
+    except WeightsFetchError as exc:
+        raise MissingWeightsError(
+            f"LPIPS needs the ImageNet {get_backbone(net).arch} weights and downloading them failed ({exc}). "
+            f"Run `{FETCH_COMMAND}` on a machine with internet access and copy the file into {store.target_dir}."
+        ) from exc
+
+
+def lpips_available(net: str = "alex", store: WeightStore | None = None) -> bool:
     """True when the backbone file for ``net`` is installed (checks the file only; builds nothing)."""
-    return backbone_path(net).is_file()
+    return backbone_path(net, store).is_file()
 
 
 class LpipsToTargets(torch.nn.Module):

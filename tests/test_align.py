@@ -19,6 +19,7 @@ from pti.align import (
     parse_landmarks,
     paste_back,
 )
+from pti.downloads import WeightStore
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -77,11 +78,13 @@ def test_pasting_the_unedited_crop_reproduces_the_photo(astronaut):
     assert float((images_half[0] - astronaut).abs()[:, inside].mean()) < 0.03
 
 
-def test_center_fallback_and_clear_errors(astronaut, monkeypatch):
-    monkeypatch.setattr(align, "available_detectors", lambda: [])
+def test_center_fallback_and_clear_errors(astronaut, monkeypatch, tmp_path):
+    monkeypatch.setenv("PTI_WEIGHTS_DIR", str(tmp_path))  # no detector weights, and no download allowed
+    monkeypatch.setattr(align, "available_detectors", lambda store=None: [])
+    offline = WeightStore(download=False)
     with pytest.raises(DetectorUnavailableError, match="landmarks by hand"):
-        align_face(astronaut, 64)
-    crop, alignment = align_face(astronaut, 64, fallback="center")
+        align_face(astronaut, 64, store=offline)
+    crop, alignment = align_face(astronaut, 64, fallback="center", store=offline)
     assert alignment.method == "center" and alignment.landmarks is None and "fallback_reason" in alignment.meta
     expected = torch.nn.functional.interpolate(astronaut[None], size=64, mode="area")[0]
     assert float((crop - expected).abs().mean()) < 0.02

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,7 +25,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.build_workflows import ALIGN_EXAMPLE_IMAGE, EXAMPLE_IMAGE, WORKFLOW_DIR
+from tools.build_workflows import (
+    ALIGN_EXAMPLE_IMAGE,
+    EXAMPLE_IMAGE,
+    INVERT_AND_RECONSTRUCT,
+    INVERT_AND_SWEEP,
+    WORKFLOW_DIR,
+)
 from tools.comfy_workflow import ui_to_api
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +171,7 @@ def test_server_lists_every_pack_node_from_this_pack(server, object_info):
     }, "the workflows must appear in ComfyUI's template browser"
     for path in WORKFLOW_DIR.glob("*.json"):  # what the template browser fetches when one is opened
         try:
-            served = server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+            served = server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{urllib.parse.quote(path.name)}")
         except urllib.error.HTTPError as error:
             pytest.fail(f"the template browser cannot open {path.name}: {error}")
         assert served == json.loads(path.read_text()), f"the template browser serves another {path.name}"
@@ -266,6 +273,6 @@ def _check_sweep_moves(server: ComfyServer, entry: dict, workflow: dict, pngs: l
 
 
 EXTRA_CHECKS = {
-    "pti_1_invert_and_reconstruct": _check_reconstruction,
-    "pti_2_invert_tune_edit_sweep": _check_sweep_moves,
+    INVERT_AND_RECONSTRUCT: _check_reconstruction,
+    INVERT_AND_SWEEP: _check_sweep_moves,
 }

@@ -6,10 +6,13 @@ they are given: ComfyUI shares outputs by reference) and runs under ``torch.infe
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import os
 import re
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +136,8 @@ def test_every_key_is_prefixed_and_every_node_documented():
         assert pack.NODE_DISPLAY_NAME_MAPPINGS[key].endswith("(PTI)")
         assert cls.CATEGORY.split("/")[0] == "PTI"
         assert len(cls.DESCRIPTION) > 40, key
+        aliases = getattr(cls, "SEARCH_ALIASES", None)
+        assert aliases and all(isinstance(a, str) and a.strip() for a in aliases), f"{key} has no search aliases"
         assert callable(getattr(cls, cls.FUNCTION)), key
         outputs = cls.RETURN_TYPES
         if outputs:
@@ -157,6 +162,7 @@ def test_model_folders_are_registered():
     assert {".pkl", ".pt", ".pth", ".safetensors"} <= set(extensions)
     assert names["stylegan_pti"][0][0] == os.path.join(folder_paths.models_dir, "stylegan", "pti")
     assert names["stylegan_directions"][0][0] == os.path.join(folder_paths.models_dir, "stylegan", "directions")
+    assert names["pti_weights"][0][0] == os.path.join(folder_paths.models_dir, "pti_weights")
     assert folder_paths.supported_pt_extensions == {
         ".ckpt",
         ".pt",
@@ -572,6 +578,13 @@ def test_save_image_recipe_reproduces_the_picture(generator):
     grid_path = Path(folder_paths.get_output_directory()) / grid[0]["filename"]
     with Image.open(grid_path) as picture:
         assert picture.size == (64, 32)
+    # The node shows small results through a copy enlarged by a whole factor (nearest pixels), same name, in temp/.
+    assert grid[0]["type"] == "temp"
+    with Image.open(Path(folder_paths.get_temp_directory()) / grid[0]["filename"]) as shown:
+        assert shown.size == (256, 128)
+        enlarged = np.asarray(shown.convert("RGB"))
+    with Image.open(grid_path) as picture:
+        assert np.array_equal(enlarged[::4, ::4], np.asarray(picture.convert("RGB")))
     shutil.copy(grid_path, Path(folder_paths.get_input_directory()) / "grid.png")
     assert torch.equal(run_node("PTI_ReadRecipe", image="grid.png")[0].ws, edited.ws)
 
@@ -580,3 +593,67 @@ def test_save_image_recipe_reproduces_the_picture(generator):
     Image.new("RGB", (8, 8)).save(Path(folder_paths.get_input_directory()) / "plain.png")
     with pytest.raises(ValueError, match="no PTI recipe"):
         run_node("PTI_ReadRecipe", image="plain.png")
+
+
+def test_align_face_finds_faces_itself_and_face_index_picks_one():
+    """No landmarks typed in: the node runs the detector (weights searched in models/pti_weights, then the default
+    folder). Two real faces side by side: index 0 is the larger, index 1 the other."""
+    photos = Path(__file__).parent / "data" / "photos"
+    large = np.asarray(Image.open(photos / "obama.jpg").convert("RGB"), dtype=np.float32) / 255
+    small = np.asarray(Image.open(photos / "biden.jpg").convert("RGB"), dtype=np.float32)[::2, ::2] / 255
+    canvas = np.ones((large.shape[0], large.shape[1] + small.shape[1], 3), dtype=np.float32)
+    canvas[:, : large.shape[1]] = large
+    canvas[: small.shape[0], large.shape[1] :] = small
+    image = torch.from_numpy(canvas)[None]
+    common = dict(image=image, size=64, detector="auto", fallback="error", landmarks="")
+    crops, alignments = run_node("PTI_AlignFace", **common)
+    (second,) = run_node("PTI_AlignFace", face_index=1, **common)[1]
+    assert crops.shape == (1, 64, 64, 3)
+    assert alignments[0].method == "mtcnn" and alignments[0].meta["faces_found"] == 2
+    assert np.array(alignments[0].landmarks)[:, 0].max() < large.shape[1] < np.array(second.landmarks)[:, 0].min()
+
+
+def test_download_progress_drives_the_bar_and_honours_cancel():
+    progress = pack_module("nodes.common").DownloadProgress()
+    progress(1 << 20, 4 << 20)
+    progress(4 << 20, 4 << 20)
+    assert [(u["value"], u["total"]) for u in comfy.utils.UPDATES] == [(1 << 20, 4 << 20), (4 << 20, 4 << 20)]
+    comfy.model_management.interrupt_current_processing(True)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        progress(4 << 20, 4 << 20)
+
+
+def test_generators_and_lpips_go_through_comfyui_model_management(generator, photo, projected):
+    """Pivotal Tune asks ComfyUI to load the generator and LPIPS with the memory the tune needs (so ComfyUI can evict
+    other models first), registers the tuned generator as a model of its own, and lets it go when the graph drops
+    it. "Unload models" moves every registered module to the offload device."""
+    mm = comfy.model_management
+    mm.LOAD_REQUESTS.clear()
+    tuned_generator, _ = run_node(
+        "PTI_PivotalTune",
+        generator=generator,
+        image=photo,
+        latent=projected[0],
+        steps=1,
+        stop_at_psnr=0.0,
+        locality=False,
+        seed=0,
+    )
+    managed = pack_module("nodes.managed_models")
+    estimate = pack_module("pti.memory").optimisation_bytes(generator, 2, "alex", tunes_weights=True)
+    loads = [([ref().model for ref in refs], memory) for refs, memory in mm.LOAD_REQUESTS]
+    modules, memory = loads[0]
+    assert modules[0] is generator and type(modules[1]).__name__ == "LPIPS" and memory == estimate > 0
+    assert any(tuned_generator in modules for modules, _ in loads[1:])
+    tuned_patcher = managed.patcher_of(tuned_generator)
+    assert tuned_patcher is not managed.patcher_of(generator)
+    assert copy.deepcopy(tuned_generator).__dict__.get(managed.PATCHER_ATTRIBUTE) is None
+
+    mm.unload_all_models()
+    assert generator.device == tuned_generator.device == mm.unet_offload_device()
+    mm.load_models_gpu([tuned_patcher])  # loaded again, as a later node would
+    released = weakref.ref(tuned_generator)
+    del tuned_generator, tuned_patcher, modules, loads
+    gc.collect()
+    assert released() is None
+    assert all(ref() is None or ref().model is not None for ref in mm.current_loaded_models)

@@ -92,7 +92,7 @@ def test_model_is_frozen_cached_and_built_once_under_concurrency(monkeypatch):
     monkeypatch.setattr(perceptual, "_cache", {})
     builds = []
     real_build = perceptual._build_lpips
-    monkeypatch.setattr(perceptual, "_build_lpips", lambda net: builds.append(net) or real_build(net))
+    monkeypatch.setattr(perceptual, "_build_lpips", lambda net, store: builds.append(net) or real_build(net, store))
     with ThreadPoolExecutor(4) as pool:
         models = list(pool.map(lambda _: load_lpips("alex"), range(4)))
     assert builds == ["alex"] and all(m is models[0] for m in models)
@@ -220,7 +220,7 @@ def test_fetch_is_idempotent_offline(empty_torch_home, no_network, capsys):
 
 
 def test_fetch_fails_clearly_when_no_source_is_reachable(empty_torch_home, monkeypatch, tmp_path):
-    def unreachable(url, timeout, accept=None):
+    def unreachable(url, timeout, accept=None, progress=None):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(lpips_weights, "_download", unreachable)
@@ -234,7 +234,7 @@ def test_fetch_fails_clearly_when_no_source_is_reachable(empty_torch_home, monke
 
 
 def test_a_download_that_fails_torchvisions_hash_is_not_installed(empty_torch_home, monkeypatch):
-    monkeypatch.setattr(lpips_weights, "_download", lambda url, timeout, accept=None: b"tampered weights")
+    monkeypatch.setattr(lpips_weights, "_download", lambda url, timeout, accept=None, progress=None: b"tampered")
     with pytest.raises(WeightsFetchError, match="7be5be79"):
         lpips_weights._fetch_from_torchvision(lpips_weights.BACKBONES["alex"], timeout=1.0)
     assert not any(empty_torch_home.rglob("*.pth*"))

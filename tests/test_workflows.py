@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pack_loader import load_pack, pack_module
 
-from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR, all_node_specs, build_all
+from tools.build_workflows import EXAMPLE_IMAGE, WORKFLOW_DIR, WORKFLOWS, all_node_specs, build_all
 from tools.comfy_workflow import (
     VIRTUAL_NODE_TYPES,
     check_widget_value,
@@ -36,7 +36,7 @@ def load(path: Path) -> dict:
 
 def test_there_are_workflows_for_each_use_case():
     names = {p.stem for p in WORKFLOW_FILES}
-    assert {"pti_1_invert_and_reconstruct", "pti_2_invert_tune_edit_sweep", "pti_3_generate_and_edit"} <= names
+    assert set(WORKFLOWS) == names and len(names) == 4
     assert (WORKFLOW_DIR / EXAMPLE_IMAGE).is_file(), "the example photo the workflows load must ship with the pack"
 
 

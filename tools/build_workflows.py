@@ -342,16 +342,10 @@ def generate_and_edit(specs: dict) -> Graph:
     return graph
 
 
-# Eileen Collins in the example photo (scikit-image's astronaut, 512 px): eye centres, nose tip, mouth corners.
-EXAMPLE_PHOTO_LANDMARKS = "203,101, 247,104, 225,127, 203.5,140.5, 245,140.5"
-
-
 def align_edit_paste_back(specs: dict) -> Graph:
     graph = Graph(specs)
     model, photo = _sources(graph, ALIGN_EXAMPLE_IMAGE)
-    align = graph.add(
-        "PTI_AlignFace", 1, 0, size=1024, detector="auto", fallback="error", landmarks=EXAMPLE_PHOTO_LANDMARKS
-    )
+    align = graph.add("PTI_AlignFace", 1, 0, size=1024, detector="auto", fallback="error", landmarks="", face_index=0)
     graph.link(photo, "IMAGE", align, "image")
     graph.link(model, "generator", align, "generator")
     project, tune = _invert(graph, model, align, "aligned", column=2)
@@ -363,20 +357,26 @@ def align_edit_paste_back(specs: dict) -> Graph:
     graph.link(align, "alignment", paste, "alignment")
     _save_grid(graph, paste, edit, "PTI/pasted_back", 3, (6, 0))
     graph.note(
-        f"Copy {ALIGN_EXAMPLE_IMAGE} into ComfyUI's input/ folder. Align Face uses the landmarks typed in for this "
-        "photo; for your own photo clear them to use a detector (dlib or kornia's YuNet, if installed), or set "
-        "fallback to 'center crop'.",
+        f"Copy {ALIGN_EXAMPLE_IMAGE} into ComfyUI's input/ folder. Align Face finds the face itself (MTCNN; its "
+        "2 MB weights are downloaded into models/pti_weights on first use). Several faces: face_index 0 is the "
+        "largest. Or type five landmarks, or set fallback to 'center crop'.",
         0,
         7,
     )
     return graph
 
 
+# File names are the template cards' titles in ComfyUI's template browser.
+INVERT_AND_RECONSTRUCT = "PTI 1 - Invert a photo and reconstruct it"
+INVERT_AND_SWEEP = "PTI 2 - Invert a photo and sweep an edit"
+GENERATE_AND_EDIT = "PTI 3 - Generate faces and edit them"
+ALIGN_EDIT_PASTE_BACK = "PTI 4 - Align a face, edit it, paste it back"
+
 WORKFLOWS = {
-    "pti_1_invert_and_reconstruct": invert_and_reconstruct,
-    "pti_2_invert_tune_edit_sweep": invert_tune_edit_sweep,
-    "pti_3_generate_and_edit": generate_and_edit,
-    "pti_4_align_edit_paste_back": align_edit_paste_back,
+    INVERT_AND_RECONSTRUCT: invert_and_reconstruct,
+    INVERT_AND_SWEEP: invert_tune_edit_sweep,
+    GENERATE_AND_EDIT: generate_and_edit,
+    ALIGN_EDIT_PASTE_BACK: align_edit_paste_back,
 }
 
 

@@ -14,15 +14,19 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_DIR = REPO_ROOT / "workflows"
+sys.path.insert(0, str(REPO_ROOT))
+
+from tools import build_workflows  # noqa: E402
+
+WORKFLOW_DIR = build_workflows.WORKFLOW_DIR
 SIZE = (512, 288)
 MARGIN, LABEL = 8, 18
 # Workflow -> the photo it starts from (None: pure generation).
 INPUTS = {
-    "pti_1_invert_and_reconstruct": "pti_example_face.png",
-    "pti_2_invert_tune_edit_sweep": "pti_example_face.png",
-    "pti_3_generate_and_edit": None,
-    "pti_4_align_edit_paste_back": "pti_example_photo.jpg",
+    build_workflows.INVERT_AND_RECONSTRUCT: "pti_example_face.png",
+    build_workflows.INVERT_AND_SWEEP: "pti_example_face.png",
+    build_workflows.GENERATE_AND_EDIT: None,
+    build_workflows.ALIGN_EDIT_PASTE_BACK: "pti_example_photo.jpg",
 }
 
 
