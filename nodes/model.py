@@ -74,7 +74,7 @@ class LoadStyleGAN:
         "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
         "pickles are read without running code)."
     )
-    SEARCH_ALIASES = ["stylegan2", "gan loader", "load gan", "ffhq"]
+    SEARCH_ALIASES = ["stylegan2", "stylegan3", "gan loader", "load gan", "ffhq"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.GENERATOR,)
     RETURN_NAMES = ("generator",)
@@ -208,6 +208,7 @@ class StyleGAN3Transform:
         "images are translated and rotated, with the same latents, pivots, edits and tuning (wire it between Load "
         "StyleGAN or Pivotal Tune and Decode). StyleGAN2 generators have no such input and are refused."
     )
+    SEARCH_ALIASES = ["translate", "rotate", "pan", "stylegan3 transform", "move image"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.GENERATOR,)
     RETURN_NAMES = ("generator",)
