@@ -72,7 +72,7 @@ def link_input(type_name: str, tooltip: str) -> tuple[str, dict]:
     return (type_name, {"tooltip": tooltip})
 
 
-GENERATOR_INPUT = link_input(GENERATOR, "A StyleGAN2 generator: from Load StyleGAN (PTI), Pivotal Tune or Load PTI.")
+GENERATOR_INPUT = link_input(GENERATOR, "A StyleGAN2/3 generator: from Load StyleGAN (PTI), Pivotal Tune or Load PTI.")
 LATENT_INPUT = link_input(LATENT, "Latent code(s) w / w+ of a generator: from Project Pivot, Sample Latent or edits.")
 IMAGE_INPUT = link_input("IMAGE", "Photo(s) to invert; a batch inverts each image. Centre-cropped to a square.")
 DIRECTION_INPUT = link_input(DIRECTION, "An edit direction in w space: from Load Direction (PTI).")

@@ -1,4 +1,5 @@
-"""Model nodes: load a StyleGAN2 generator, sample latents from it, render latents to images."""
+"""Model nodes: load a StyleGAN2/StyleGAN3 generator, sample latents from it, render latents to images, and move or
+turn a StyleGAN3 picture through its input transform."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
 from ..pti.hashing import generator_hash
 from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
 from ..pti.memory import inference_bytes
+from ..pti.stylegan3 import Generator as StyleGAN3Generator
+from ..pti.stylegan3 import set_transform
 from . import common, managed_models
 
 log = logging.getLogger("pti.nodes")
@@ -67,8 +70,9 @@ _generators = _GeneratorCache()
 
 class LoadStyleGAN:
     DESCRIPTION = (
-        "Loads a StyleGAN2 generator: the small embedded face model, or a checkpoint from models/stylegan "
-        "(NVIDIA .pkl, rosinality .pt/.pth, or this pack's .safetensors; pickles are read without running code)."
+        "Loads a StyleGAN2 or StyleGAN3 generator: the small embedded face model, or a checkpoint from "
+        "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
+        "pickles are read without running code)."
     )
     SEARCH_ALIASES = ["stylegan2", "gan loader", "load gan", "ffhq"]
     CATEGORY = f"{common.CATEGORY}/model"
@@ -193,13 +197,57 @@ def decode_latent(G: torch.nn.Module, latent: Latent, truncation_psi: float = 1.
     return common.generated_to_comfy(torch.cat(images))
 
 
+STYLEGAN3_INPUT = common.link_input(
+    common.GENERATOR, "A StyleGAN3 generator: from Load StyleGAN (PTI), Pivotal Tune or Load PTI."
+)
+
+
+class StyleGAN3Transform:
+    DESCRIPTION = (
+        "Moves and turns the pictures of a StyleGAN3 generator through its input transform: a new generator whose "
+        "images are translated and rotated, with the same latents, pivots, edits and tuning (wire it between Load "
+        "StyleGAN or Pivotal Tune and Decode). StyleGAN2 generators have no such input and are refused."
+    )
+    SEARCH_ALIASES = ["translate", "rotate", "shift image", "stylegan3", "input transform"]
+    CATEGORY = f"{common.CATEGORY}/model"
+    RETURN_TYPES = (common.GENERATOR,)
+    RETURN_NAMES = ("generator",)
+    OUTPUT_TOOLTIPS = ("A copy of the generator rendering translated/rotated pictures; the input is not changed.",)
+    FUNCTION = "transform"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": STYLEGAN3_INPUT,
+                "translate_x": common.float_input(
+                    0.0, -2.0, 2.0, 0.01, "Shift right, in image widths (0.25 = a quarter of the width)."
+                ),
+                "translate_y": common.float_input(0.0, -2.0, 2.0, 0.01, "Shift down, in image heights."),
+                "rotate": common.float_input(
+                    0.0, -360.0, 360.0, 1.0, "Turn counter-clockwise, in degrees (config R turns cleanly; T less so)."
+                ),
+            }
+        }
+
+    def transform(self, generator, translate_x, translate_y, rotate):
+        if not isinstance(generator, StyleGAN3Generator):
+            raise ValueError(
+                "StyleGAN3 Transform needs a StyleGAN3 generator (a stylegan3-t/-r checkpoint); this one is StyleGAN2, "
+                "which has no input transform"
+            )
+        return (set_transform(generator, translate=(translate_x, translate_y), rotate=rotate),)
+
+
 NODE_CLASS_MAPPINGS = {
     "PTI_LoadStyleGAN": LoadStyleGAN,
     "PTI_SampleLatent": SampleLatent,
     "PTI_Decode": Decode,
+    "PTI_StyleGAN3Transform": StyleGAN3Transform,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PTI_LoadStyleGAN": "Load StyleGAN (PTI)",
     "PTI_SampleLatent": "Sample Latent (PTI)",
     "PTI_Decode": "Decode Latent (PTI)",
+    "PTI_StyleGAN3Transform": "StyleGAN3 Transform (PTI)",
 }

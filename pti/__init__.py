@@ -1,4 +1,4 @@
-"""PTI core: Pivotal Tuning Inversion for StyleGAN2 in plain PyTorch.
+"""PTI core: Pivotal Tuning Inversion for StyleGAN2 and StyleGAN3 (``pti.stylegan3``) in plain PyTorch.
 
 The core imports nothing from ComfyUI. Public names are imported lazily, so ``import pti`` stays fast and a
 missing optional dependency only matters to the feature that needs it.

@@ -9,8 +9,9 @@ Format                          Typical file                               How i
 pti generator                   ``*.safetensors`` (``save_generator``)     header validated, config from metadata,
                                                                            weight hash verified
 NVIDIA stylegan2-ada-pytorch    ``network-snapshot-*.pkl``, ``ffhq.pkl``   restricted unpickler; ``G_ema`` rebuilt
-(also TF pickles converted by                                              from its ``_init_kwargs`` and tensors;
-their ``legacy.py``)                                                       the pickled source code is never run
+and stylegan3 (StyleGAN2 and    ``stylegan3-r-ffhqu-1024x1024.pkl``        from its ``_init_kwargs`` and tensors;
+StyleGAN3 T/R; also TF pickles                                             the pickled source code is never run;
+converted by their ``legacy.py``)                                          StyleGAN3 -> ``pti.stylegan3``
 rosinality stylegan2-pytorch    ``*.pt`` (``torch.save``, zip or legacy)   restricted unpickler over the archive;
                                                                            ``g_ema`` renamed to NVIDIA's layout
 ==============================  =========================================  ======================================
@@ -24,9 +25,10 @@ inverted).
 Safety: no file is ever passed to ``pickle.load`` or ``torch.load``. Pickled data goes through
 ``pti.safe_pickle``, which interprets the pickle instructions itself and maps an explicit allow-list of globals
 (tensor rebuilding, storage types, ``OrderedDict``, NVIDIA's persistence hook, ``EasyDict``, ``argparse.Namespace``,
-numpy scalars) to inert replacements; any other global stops the load with a ``CheckpointError`` naming it, before
-anything is called. TensorFlow-era pickles (``dnnlib.tflib.network.Network``) and StyleGAN3 generators are refused
-with an explanation.
+numpy dtypes, scalars and numeric arrays, both ``numpy.core`` and ``numpy._core`` spellings) to inert replacements;
+any other global stops the load with a ``CheckpointError`` naming it, before anything is called. TensorFlow-era
+pickles (``dnnlib.tflib.network.Network``) are refused with an explanation. A StyleGAN3 generator is recognised by
+its Fourier-feature input (``synthesis.input.*``) and its configuration is bounds-checked before it is built.
 
 rosinality -> NVIDIA parameter mapping (``k`` counts upsampling blocks from 0, block resolution ``r = 8 * 2**k``;
 ``b4`` and ``b{r}`` are short for ``synthesis.b4`` and ``synthesis.b{r}``):
@@ -72,7 +74,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from . import ops
+from . import ops, stylegan3
 from .atomic import write_atomically
 from .hashing import remember_hash, state_dict_hash
 from .networks import Generator
@@ -95,12 +97,13 @@ DEFAULT_GENERATOR_FILE = DEFAULT_MODEL_DIR / "generator.safetensors"
 FORMAT_NAME = "pti-generator"
 FORMAT_VERSION = "1"
 SUPPORTED = (
-    "supported: this project's .safetensors (save_generator), NVIDIA stylegan2-ada-pytorch network pickles (.pkl), "
-    "rosinality stylegan2-pytorch checkpoints (.pt)"
+    "supported: this project's .safetensors (save_generator), NVIDIA stylegan2-ada-pytorch and stylegan3 network "
+    "pickles (.pkl, StyleGAN2 and StyleGAN3 configs T/R), rosinality stylegan2-pytorch checkpoints (.pt)"
 )
 W_AVG_SAMPLES = 10_000
 
 PathLike = str | os.PathLike
+AnyGenerator = Generator | stylegan3.Generator
 
 
 class CheckpointError(ValueError):
@@ -227,14 +230,16 @@ def read_torch_file(path: PathLike) -> Any:
 # Saving this project's format
 
 
-def save_generator(G: Generator, path: PathLike, fp16: bool = False, provenance: dict[str, Any] | None = None) -> Path:
+def save_generator(
+    G: AnyGenerator, path: PathLike, fp16: bool = False, provenance: dict[str, Any] | None = None
+) -> Path:
     """Save ``G`` as a self-describing ``.safetensors`` (config, provenance and weight hash in the metadata).
 
     ``fp16=True`` halves the file by storing floating-point tensors as float16; they load back as float32, and the
     recorded hash is that of the stored values, so it matches the generator ``load_generator`` returns.
     """
-    if not isinstance(G, Generator):
-        raise TypeError(f"save_generator expects a pti.networks.Generator, got {type(G).__name__}")
+    if not isinstance(G, (Generator, stylegan3.Generator)):
+        raise TypeError(f"save_generator expects a pti.networks or pti.stylegan3 Generator, got {type(G).__name__}")
     store_dtype = torch.float16 if fp16 else torch.float32
     tensors = {
         name: t.detach().to("cpu", store_dtype if t.is_floating_point() else t.dtype).contiguous()
@@ -327,15 +332,18 @@ def _first(names: list[str], count: int = 5, sep: str = ", ") -> str:
     return sep.join(names[:count]) + (f"{sep}... ({len(names) - count} more)" if len(names) > count else "")
 
 
-def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], path: Path, found: str) -> Generator:
-    """``Generator(**config)`` loaded strictly from ``state``; mismatches become ``CheckpointError``."""
-    if any(name.startswith("synthesis.input.") for name in state):
-        raise CheckpointError(f"{path}: this is a StyleGAN3 generator ({found}); only StyleGAN2/2-ADA are supported")
+def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], path: Path, found: str) -> AnyGenerator:
+    """``Generator(**config)`` (StyleGAN2, or ``pti.stylegan3.Generator`` when ``state`` has StyleGAN3's input
+    layer) loaded strictly from ``state``; mismatches become ``CheckpointError``."""
+    network: type[torch.nn.Module] = Generator
     try:
+        if stylegan3.is_stylegan3_state(state):  # the Fourier-feature input exists only in StyleGAN3
+            network = stylegan3.Generator
+            stylegan3.check_config(config)  # its filter design runs on the CPU even on the meta device
         # Shapes first, on the meta device: nothing is allocated, so a configuration inflated by a hostile or damaged
         # file (w_dim 10^6, negative or zero sizes) is refused before it could claim any memory.
         with torch.device("meta"):
-            expected = Generator(**config).state_dict()
+            expected = network(**config).state_dict()
     except (TypeError, ValueError, ZeroDivisionError, RuntimeError, OverflowError, KeyError, AttributeError) as exc:
         raise CheckpointError(
             f"{path}: {found} has a generator configuration this project cannot build ({exc}); config: {config}"
@@ -358,7 +366,7 @@ def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], pat
         problems.append(f"shape mismatches ({_first(mismatched, sep='; ')})")
     if problems:
         raise CheckpointError(f"{path}: {found} does not match its generator configuration: {'; '.join(problems)}")
-    G = Generator(**config)  # as large as the tensors the file really holds
+    G = network(**config)  # as large as the tensors the file really holds
     G.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return G
 
@@ -367,7 +375,7 @@ def _build_generator(config: dict[str, Any], state: dict[str, torch.Tensor], pat
 # Project format
 
 
-def _load_pti_safetensors(path: Path) -> tuple[Generator, dict[str, Any]]:
+def _load_pti_safetensors(path: Path) -> tuple[AnyGenerator, dict[str, Any]]:
     tensors, metadata = read_safetensors(path)
     fmt = metadata.get("format")
     if fmt != FORMAT_NAME:
@@ -433,7 +441,7 @@ def _load_tensor(ref: TensorRef, path: Path, name: str) -> torch.Tensor:
         raise CheckpointError(f"{path}: tensor {name} is damaged: {exc}") from None
 
 
-def _load_nvidia_pickle(path: Path) -> tuple[Generator, dict[str, Any]]:
+def _load_nvidia_pickle(path: Path) -> tuple[AnyGenerator, dict[str, Any]]:
     with open(path, "rb") as f:
         data = _unpickle(path, lambda: safe_unpickle(f, NVIDIA_PICKLE_GLOBALS))
     # The averaged generator is the one to use; a pickle holding only the training-time G still works.
@@ -673,7 +681,7 @@ def _estimate_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = 0) -
 # ====================================================================================================================
 # Public entry points
 
-_LOADERS: dict[str, Callable[[Path], tuple[Generator, dict[str, Any]]]] = {
+_LOADERS: dict[str, Callable[[Path], tuple[AnyGenerator, dict[str, Any]]]] = {
     "safetensors": _load_pti_safetensors,
     "pickle": _load_nvidia_pickle,
     "torch-zip": _load_torch_checkpoint,
@@ -681,11 +689,12 @@ _LOADERS: dict[str, Callable[[Path], tuple[Generator, dict[str, Any]]]] = {
 }
 
 
-def load_generator(source: PathLike | None = None, device: str | torch.device = "cpu") -> Generator:
+def load_generator(source: PathLike | None = None, device: str | torch.device = "cpu") -> AnyGenerator:
     """Load a generator from ``source`` (a path, or ``None``/``"default"`` for the embedded model).
 
     The format is recognised from the file's content (see the module docstring). The result is a new float32
-    ``Generator`` in eval mode on ``device``, with ``G.source_info`` = {format, path, hash, ...}.
+    ``Generator`` (``pti.stylegan3.Generator`` for StyleGAN3 checkpoints) in eval mode on ``device``, with
+    ``G.source_info`` = {format, path, hash, ...}.
     Raises ``CheckpointError`` for anything that cannot be read safely and completely.
     """
     device = _check_device(device)
@@ -725,7 +734,9 @@ def describe_checkpoint(source: PathLike | None) -> dict[str, Any]:
         "w_dim": G.w_dim,
         "c_dim": G.c_dim,
         "img_channels": G.img_channels,
-        "architecture": synthesis_kwargs.get("architecture", "skip"),
+        "architecture": (
+            G.config_name if isinstance(G, stylegan3.Generator) else synthesis_kwargs.get("architecture", "skip")
+        ),
         "mapping_layers": G.mapping.num_layers,
         "parameters": G.num_parameters(),
         "file_size": path.stat().st_size,

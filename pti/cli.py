@@ -142,6 +142,10 @@ def _add_edit(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--strength", default="-3:3:7", help="start:stop:count or a comma list (default -3:3:7)")
     p.add_argument("--layers", help="edit only ws layers START:END (end exclusive); default: the direction's own")
     p.add_argument("--row", type=int, default=0, help="which latent of a multi-image pivot file to edit")
+    p.add_argument(
+        "--translate", nargs=2, type=float, metavar=("X", "Y"), help="StyleGAN3: move the pictures X, Y image widths"
+    )
+    p.add_argument("--rotate", type=float, help="StyleGAN3: turn the pictures this many degrees counter-clockwise")
     p.add_argument("--out", required=True, help="output folder")
     # Let "--strength -3:3:7" through: argparse only takes plain negative numbers as values, and this parser has
     # no option that starts with a digit, so anything like "-3..." is a value here.
@@ -166,6 +170,13 @@ def _run_edit(args: argparse.Namespace) -> int:
         from .delta import load_delta
 
         decoder = load_delta(args.tuned, base)
+    if args.translate is not None or args.rotate is not None:
+        from .stylegan3 import Generator as StyleGAN3Generator
+        from .stylegan3 import set_transform
+
+        if not isinstance(decoder, StyleGAN3Generator):
+            raise ValueError("--translate and --rotate need a StyleGAN3 generator (they set its input transform)")
+        decoder = set_transform(decoder, translate=args.translate or (0.0, 0.0), rotate=args.rotate or 0.0)
     direction = resolve_direction(args.direction, base)
     strengths = parse_strengths(args.strength)
     layers = parse_layer_range(args.layers) if args.layers else None
@@ -269,7 +280,8 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pti", description="Pivotal Tuning Inversion for StyleGAN2.")
+    description = "Pivotal Tuning Inversion for StyleGAN2 and StyleGAN3."
+    parser = argparse.ArgumentParser(prog="python -m pti", description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():

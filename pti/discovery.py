@@ -170,7 +170,19 @@ def ganspace(
 
 
 def style_layers(G: Any) -> list[tuple[str, int, int, torch.nn.Module]]:
-    """Every modulated conv layer (not toRGB) as ``(name, ws_index, resolution, layer)``, coarse to fine."""
+    """Every modulated conv layer (not toRGB) as ``(name, ws_index, resolution, layer)``, coarse to fine.
+
+    StyleGAN3 has no resolution blocks: layer ``i`` (``L{i}_{size}_{channels}``, driven by ``ws[i + 1]``; ``ws[0]``
+    drives the Fourier input's rotation and translation, which is not a style layer) is given the power of two
+    nearest to twice its output cutoff frequency, the finest detail it carries. With the groups above, a 1024 px
+    model's 14 style layers split 3 coarse, 3 middle, 8 fine (StyleGAN2 at 1024 px: 3, 4, 10 conv layers).
+    """
+    if hasattr(G.synthesis, "layer_names"):
+        return [
+            (name, index + 1, 2 ** round(math.log2(2 * layer.out_cutoff)), layer)
+            for index, (name, layer) in enumerate(zip(G.synthesis.layer_names, G.synthesis.layers()))
+            if not layer.is_torgb
+        ]
     layers = []
     ws_index = 0
     for block in G.synthesis.blocks():

@@ -8,6 +8,7 @@ The functions follow the semantics of the StyleGAN2-ADA paper's reference operat
 * ``conv2d_resample`` -- convolution fused with 2x up- or down-sampling.
 * ``modulated_conv2d`` -- style modulation and demodulation, as one grouped convolution ("fused") or as
   input scaling around a shared-weight convolution ("unfused"); both give the same result.
+* ``filtered_lrelu`` -- StyleGAN3's alias-free activation: upsample, leaky ReLU, low-pass and decimate.
 """
 
 from __future__ import annotations
@@ -103,12 +104,19 @@ def upfirdn2d(
 ) -> torch.Tensor:
     """Upsample by zero insertion, pad (or crop, for negative padding), FIR-filter, then decimate.
 
-    ``x`` is ``[N, C, H, W]``; ``f`` a 2-D filter ``[fh, fw]`` (``None`` means identity). ``gain`` scales the
-    filter, so a 2x upsampling that should keep brightness uses ``gain=4``.
+    ``x`` is ``[N, C, H, W]``; ``f`` a 2-D filter ``[fh, fw]``, or 1-D taps ``[k]`` applied separably along both
+    axes (StyleGAN3's filters), ``None`` means identity. ``gain`` scales the whole 2-D response, so a 2x upsampling
+    that should keep brightness uses ``gain=4``.
     """
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
+    if f is not None and f.ndim == 1:
+        # Separable: each axis in turn (zero insertion, padding, filter, decimation along x, then along y), each
+        # carrying the square root of the gain. The same sums as the 2-D form, on far fewer samples.
+        taps = (f * math.sqrt(gain)).to(x.dtype).flip([0])
+        x = _upfirdn_axis(x, taps, upx, px0, px1, downx, axis=3)
+        return _upfirdn_axis(x, taps, upy, py0, py1, downy, axis=2)
     n, c, h, w = x.shape
     if upx > 1 or upy > 1:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -117,21 +125,38 @@ def upfirdn2d(
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     if f is not None:
-        # The filter is applied as a true convolution (flipped), matching the reference operator.
+        # The filter is applied as a true convolution (flipped), matching the reference operator; decimation is
+        # the convolution's stride (the same outputs as filtering everything and keeping every down-th sample).
         kernel = (f * gain).to(x.dtype).flip([0, 1])
         kernel = kernel[None, None].expand(c, 1, *kernel.shape)
-        x = F.conv2d(x, kernel, groups=c)
-    elif gain != 1:
+        return F.conv2d(x, kernel, groups=c, stride=(downy, downx))
+    if gain != 1:
         x = x * gain
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
 
 
+def _upfirdn_axis(x: torch.Tensor, taps: torch.Tensor, up: int, pad0: int, pad1: int, down: int, axis: int):
+    """One axis (2 = y, 3 = x) of a separable ``upfirdn2d``: ``taps`` already flipped and scaled."""
+    if up > 1:
+        shape = list(x.shape)
+        x = F.pad(x.unsqueeze(axis + 1), [0, up - 1] if axis == 3 else [0, 0, 0, up - 1])
+        shape[axis] *= up
+        x = x.reshape(shape)
+    size = x.shape[axis]
+    x = F.pad(x, [max(pad0, 0), max(pad1, 0)] if axis == 3 else [0, 0, max(pad0, 0), max(pad1, 0)])
+    x = x.narrow(axis, max(-pad0, 0), size + pad0 + pad1)
+    c = x.shape[1]
+    kernel = taps[None, None, None, :] if axis == 3 else taps[None, None, :, None]
+    stride = (1, down) if axis == 3 else (down, 1)
+    return F.conv2d(x, kernel.expand(c, 1, *kernel.shape[2:]), groups=c, stride=stride)
+
+
 def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     if f is None:
         return 1, 1
-    return int(f.shape[-1]), int(f.shape[-2])
+    return int(f.shape[-1]), int(f.shape[0])
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0) -> torch.Tensor:
@@ -263,3 +288,37 @@ def modulated_conv2d(
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None = None,
+    fd: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | Sequence[int] = 0,
+    gain: float = math.sqrt(2),
+    slope: float = 0.2,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """StyleGAN3's filtered leaky ReLU in plain PyTorch (what NVIDIA's fused CUDA kernel computes).
+
+    Add ``b`` per channel; upsample ``up``x by zero insertion, pad by ``padding`` (x0, x1, y0, y1; negative crops)
+    and filter with ``fu``; leaky ReLU (``slope``) times ``gain``, clamped to ``±clamp``; filter with ``fd`` and
+    keep every ``down``-th sample. Filters are 1-D (separable) or 2-D (radial), ``None`` is identity. The output is
+    ``(in * up + pad - (len(fu) - 1) - (len(fd) - 1) + down - 1) // down`` samples along each axis.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"filtered_lrelu expects [N, C, H, W], got {list(x.shape)}")
+    if b is not None:
+        if b.shape != (x.shape[1],):
+            raise ValueError(f"bias must be [{x.shape[1]}], got {list(b.shape)}")
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up * up)
+    x = F.leaky_relu(x, slope) if slope != 1 else x
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return upfirdn2d(x, fd, down=down)

@@ -295,6 +295,67 @@ def numpy_scalar(dtype: Any, data: Any = None) -> int | float | bool:
     return np.frombuffer(data, dtype=np_dtype)[0].item()
 
 
+class _NdarrayType:
+    """Marker for the ``numpy.ndarray`` global (the class argument of ``_reconstruct``); never called."""
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+NDARRAY = _NdarrayType()
+_MAX_ARRAY_BYTES = 1 << 30
+
+
+class NumpyArray(_Buildable):
+    """Stand-in for a pickled ``numpy.ndarray`` of a plain numeric dtype; ``value`` holds a copy as a numpy array.
+
+    NVIDIA's StyleGAN3 modules keep sizes and sampling rates as numpy arrays in their state, so every StyleGAN3
+    pickle contains them. The array is rebuilt from its dtype, shape and raw bytes only: object arrays (whose
+    elements are pickled objects) and shapes that do not match the byte count are refused.
+    """
+
+    def __init__(self, value: np.ndarray | None = None):
+        self.value = value
+
+    def __setstate__(self, state: Any) -> None:
+        if self.value is not None:
+            raise PickleError("numpy array state given twice")
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise PickleError("numpy array state must be (version, shape, dtype, is_fortran, data)")
+        _version, shape, dtype, is_fortran, data = state
+        if not isinstance(data, (bytes, bytearray)):
+            raise PickleError(f"numpy array data must be raw bytes, got {type(data).__name__} (object arrays refused)")
+        self.value = _numpy_from_bytes(data, dtype, shape, "F" if is_fortran is True else "C")
+
+
+def _numpy_from_bytes(data: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    if not isinstance(dtype, NumpyDType):
+        raise PickleError(f"numpy array dtype must be an allow-listed numpy.dtype, got {type(dtype).__name__}")
+    if not isinstance(data, (bytes, bytearray)) or order not in ("C", "F"):
+        raise PickleError("numpy array must be rebuilt from raw bytes in C or F order")
+    dims = _int_tuple(shape, "numpy array shape")
+    np_dtype = np.dtype(dtype.byteorder + dtype.name)
+    count = 1
+    for d in dims:
+        count *= d
+    if count * np_dtype.itemsize != len(data) or len(data) > _MAX_ARRAY_BYTES:
+        raise PickleError(f"numpy array of shape {list(dims)} and type {dtype.name} does not match {len(data)} bytes")
+    flat = np.frombuffer(bytes(data), dtype=np_dtype).astype(np_dtype.newbyteorder("="))
+    return flat.reshape(dims, order=order)
+
+
+def numpy_reconstruct(subtype: Any, shape: Any = (0,), typecode: Any = b"b") -> NumpyArray:
+    """Replacement for ``numpy.core.multiarray._reconstruct`` (either spelling): an empty array awaiting BUILD."""
+    if subtype is not NDARRAY or tuple(shape) != (0,) or typecode not in (b"b", "b"):
+        raise PickleError("numpy _reconstruct is only accepted as _reconstruct(numpy.ndarray, (0,), b'b')")
+    return NumpyArray()
+
+
+def numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> NumpyArray:
+    """Replacement for ``numpy.core.numeric._frombuffer`` (pickle protocol 5 arrays): raw bytes only."""
+    return NumpyArray(_numpy_from_bytes(buffer, dtype, shape, order))
+
+
 def _storage_types(prefixes: tuple[str, ...] = ("torch", "torch.cuda")) -> dict[str, StorageType]:
     return {
         f"{prefix}.{name}": StorageType(name, dtype)
@@ -855,7 +916,15 @@ NVIDIA_PICKLE_GLOBALS: dict[str, Any] = {
     "torch_utils.persistence._reconstruct_persistent_obj": reconstruct_persistent_obj,
     "dnnlib.util.EasyDict": EasyDict,
     "numpy.dtype": NumpyDType,
-    "numpy.core.multiarray.scalar": numpy_scalar,
-    "numpy._core.multiarray.scalar": numpy_scalar,
+    "numpy.ndarray": NDARRAY,
+    **{
+        f"numpy.{core}.{name}": fn
+        for core in ("core", "_core")
+        for name, fn in (
+            ("multiarray.scalar", numpy_scalar),
+            ("multiarray._reconstruct", numpy_reconstruct),
+            ("numeric._frombuffer", numpy_frombuffer),
+        )
+    },
     "_codecs.encode": latin1_encode,
 }

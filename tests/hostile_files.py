@@ -9,6 +9,9 @@ target                 loader                                 seeds
 =====================  =====================================  ============================================
 generator-safetensors  ``load_generator``                     ``save_generator`` output (fp32 and fp16)
 generator-nvidia-pkl   ``load_generator``                     NVIDIA persistence pickle (G, D, G_ema)
+generator-sg3-pkl      ``load_generator``                     StyleGAN3 snapshot NVIDIA's training loop wrote
+                                                              (numpy arrays in module state), numpy 2 and 1
+                                                              spellings
 generator-torch-zip    ``load_generator``                     rosinality ``torch.save`` checkpoint (zip)
 generator-torch-legacy ``load_generator``                     the same in the legacy (pre-1.6) layout
 safetensors            ``read_safetensors``                   a few tensors of every dtype + metadata
@@ -42,6 +45,7 @@ import contextlib
 import hashlib
 import io
 import pickle
+import pickletools
 import random
 import re
 import signal
@@ -68,6 +72,32 @@ from pti.directions import Direction, DirectionError, load_directions, save_dire
 from pti.networks import Generator
 
 HANG_SECONDS = 5.0
+STYLEGAN3_SNAPSHOT = Path(__file__).resolve().parent / "data" / "stylegan3_snapshot.pkl"
+
+
+def numpy1_spelling(data: bytes) -> bytes:
+    """The same pickle as numpy 1.x writes it: ``numpy.core.*`` instead of numpy 2's ``numpy._core.*`` names.
+
+    Rewrites the module-name strings (their length prefixes change) and drops the FRAME hints (optional, and their
+    lengths would no longer fit); every other instruction is copied byte for byte.
+    """
+    ops = list(pickletools.genops(data))
+    out = bytearray()
+    for index, (op, arg, pos) in enumerate(ops):
+        end = ops[index + 1][2] if index + 1 < len(ops) else len(data)
+        chunk = data[pos:end]
+        if op.name == "FRAME":
+            continue
+        if isinstance(arg, str) and arg.startswith("numpy._core."):
+            text = arg.replace("numpy._core.", "numpy.core.", 1)
+            if op.name == "GLOBAL":  # protocols 0-2: "module name" as two text lines
+                chunk = b"c" + text.replace(" ", "\n").encode() + b"\n"
+            elif op.name == "SHORT_BINUNICODE":
+                chunk = b"\x8c" + bytes([len(text)]) + text.encode()
+            elif op.name == "BINUNICODE":
+                chunk = b"X" + len(text).to_bytes(4, "little") + text.encode()
+        out += chunk
+    return bytes(out)
 
 
 # ====================================================================================================================
@@ -283,11 +313,12 @@ def build_targets(names: list[str] | None = None) -> list[Target]:
             _file_bytes(lambda p: save_generator(G, p, fp16=True), ".safetensors"),
         ],
         "nvidia-pkl": [nvidia_pickle_bytes(G, protocol=4), nvidia_pickle_bytes(G, protocol=2)],
+        "sg3-pkl": [STYLEGAN3_SNAPSHOT.read_bytes(), numpy1_spelling(STYLEGAN3_SNAPSHOT.read_bytes())],
         "torch-zip": [rosinality_bytes(G, zipped=True)],
         "torch-legacy": [rosinality_bytes(G, zipped=False)],
     }
     targets = [
-        Target(f"generator-{kind}", ".pt" if "torch" in kind else ".pkl" if kind == "nvidia-pkl" else ".safetensors",
+        Target(f"generator-{kind}", ".pt" if "torch" in kind else ".pkl" if kind.endswith("pkl") else ".safetensors",
                seeds, load_generator, (CheckpointError,))
         for kind, seeds in generator_seeds.items()
     ]  # fmt: skip

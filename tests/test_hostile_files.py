@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import re
 import resource
 import struct
 import subprocess
@@ -578,3 +579,107 @@ def test_generator_config_in_metadata_is_checked_before_building(tmp_path, G, ch
     path = write_safetensors(tmp_path / "bad.safetensors", tensors, {**metadata, "config": json.dumps(config)})
     with bounded_memory(), pytest.raises(CheckpointError, match="cannot build|does not match its generator"):
         load_generator(path)
+
+
+# ====================================================================================================================
+# numpy arrays in NVIDIA pickles (StyleGAN3 module state): rebuilt as data, never as code
+
+
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's own _reconstruct (numpy._core.multiarray with numpy 2)
+
+
+class _NumpyState:
+    """Pickles as ``_reconstruct(ndarray, (0,), b'b')`` followed by BUILD with ``state``, like ``ndarray`` does."""
+
+    def __init__(self, state, subtype=np.ndarray):
+        self.state, self.subtype = state, subtype
+
+    def __reduce__(self):
+        return (_RECONSTRUCT, (self.subtype, (0,), b"b"), self.state)
+
+
+def _array_pickle(shape, data, subtype=np.ndarray) -> bytes:
+    return pickle.dumps(_NumpyState((1, shape, np.dtype("float32"), False, data), subtype))
+
+
+def _numpy_cases(sentinel: Path) -> dict[str, tuple[str, bytes]]:
+    touch = f"touch {sentinel}"
+    f4 = np.dtype("float32")
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # numpy's protocol-5 path: _frombuffer(buffer, dtype, shape, order)
+    return {
+        "object array holding a payload": (
+            "not a supported scalar type",
+            pickle.dumps({"G_ema": np.array([_Reduce(os.system, touch)], dtype=object)}),
+        ),
+        "numpy 1.x spelling, object array": (
+            "not a supported scalar type",
+            _numpy1(pickle.dumps({"G_ema": np.array([_Reduce(os.system, touch)], dtype=object)})),
+        ),
+        "array data as a list": ("raw bytes", _array_pickle((2,), [1.0, 2.0])),
+        "shape claiming a terabyte": ("does not match", _array_pickle((10**6, 10**6), b"\0" * 8)),
+        "negative shape": ("non-negative", _array_pickle((-1, 2), b"\0" * 8)),
+        "subtype other than ndarray": ("only accepted as", _array_pickle((2,), b"\0" * 8, np.dtype)),
+        "state given twice": ("given twice", _build_twice()),
+        "protocol-5 buffer of the wrong size": (
+            "does not match",
+            pickle.dumps(_Reduce(frombuffer, b"\0" * 8, f4, (100,), "C"), protocol=4),
+        ),
+        "numpy runstring gadget": (
+            "numpy.testing._private.utils.runstring",
+            b"\x80\x04" + _unicode("numpy.testing._private.utils") + _unicode("runstring") + b"\x93"
+            + _unicode(f"__import__('os').system({touch!r})") + b"}\x86R.",
+        ),
+        "numpy.load of an embedded file": ("numpy.load", pickle.dumps(_Reduce(np.load, "/etc/passwd"))),
+    }  # fmt: skip
+
+
+def _numpy1(data: bytes) -> bytes:
+    from hostile_files import numpy1_spelling
+
+    return numpy1_spelling(data)
+
+
+def _build_twice() -> bytes:
+    """A valid array pickle whose BUILD instruction is repeated (the second state must not overwrite the first)."""
+    data = pickle.dumps(np.arange(3, dtype=np.float32), protocol=2)
+    build = data.rindex(b"b.")
+    state_start = data.index(b"(K\x01")  # MARK, version 1: the state tuple
+    return data[:build] + b"b" + data[state_start:build] + b"b."
+
+
+@pytest.mark.parametrize("case", list(_numpy_cases(Path("x"))))
+def test_numpy_reconstruction_is_data_only(tmp_path, case):
+    """Arrays, dtypes and scalars are rebuilt from bytes (StyleGAN3 pickles need them); object arrays, code
+    gadgets, wrong sizes and odd calls are refused by the loader with its own error, nothing runs, nothing big is
+    allocated."""
+    sentinel = tmp_path / "SENTINEL"
+    message, data = _numpy_cases(sentinel)[case]
+    path = _write(tmp_path / "hostile.pkl", data)
+    with bounded_memory(), pytest.raises(CheckpointError, match=re.escape(message)):
+        load_generator(path)
+    assert not sentinel.exists()
+
+
+def test_numpy_arrays_dtypes_and_scalars_rebuild_exactly():
+    """Both spellings, C and Fortran order, big-endian data and numpy's protocol-5 path give the original values."""
+    from pti.safe_pickle import NVIDIA_PICKLE_GLOBALS, NumpyArray, safe_unpickle
+
+    values = {
+        "c": np.arange(12, dtype=np.float64).reshape(3, 4),
+        "f": np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+        "big": np.arange(4, dtype=">f4"),
+        "bool": np.array([True, False]),
+        "broadcast": np.broadcast_to(np.asarray(36), [2]),  # how StyleGAN3 stores sizes
+        "scalar": np.float64(0.25),
+    }
+    for protocol in (2, 4, 5):
+        data = pickle.dumps(values, protocol=protocol)
+        for spelling in (data, _numpy1(data)):
+            loaded = safe_unpickle(io.BytesIO(spelling), NVIDIA_PICKLE_GLOBALS)
+            assert loaded["scalar"] == 0.25
+            for key, value in values.items():
+                if key == "scalar":
+                    continue
+                assert isinstance(loaded[key], NumpyArray)
+                np.testing.assert_array_equal(loaded[key].value, value)
+                assert loaded[key].value.dtype == value.dtype.newbyteorder("=")
