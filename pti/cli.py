@@ -186,6 +186,8 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _initial_latent(spec: str, checkpoint: str, device: str):
     """``--init`` as what ``invert`` takes: an encoder, a ``Latent`` or None."""
+    import dataclasses
+
     from .encoder import default_encoder_available, load_encoder
     from .latent import Latent
 
@@ -197,7 +199,8 @@ def _initial_latent(spec: str, checkpoint: str, device: str):
     if kind in ("e4e", "encoder") and path:
         return load_encoder(None if path == "default" else path, device)
     if kind == "latent" and path:
-        return Latent.load(path).to(device)
+        latent = Latent.load(path).to(device)
+        return dataclasses.replace(latent, meta={**latent.meta, "source": f"latent:{Path(path).name}"})
     raise ValueError(f"--init must be e4e:PATH, latent:PATH, auto or none, got {spec!r}")
 
 
