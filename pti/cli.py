@@ -164,7 +164,11 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("photo", help="the photo (PNG/JPEG/WebP); centre-cropped to a square and resized to the model")
     p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
     p.add_argument("--checkpoint", default="default", help="generator checkpoint (default: the embedded model)")
-    p.add_argument("--steps-pivot", type=int, help="projection steps (default: the preset's; reference 450)")
+    p.add_argument(
+        "--steps-pivot",
+        type=int,
+        help="projection steps (default: the preset's; reference 450; from --init: fast 25, reference 0)",
+    )
     p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; fast 600)")
     p.add_argument(
         "--stop-psnr", type=float, help="stop tuning once this close to the photo, dB (fast: 30; 0 = every step)"

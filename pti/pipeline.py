@@ -61,13 +61,15 @@ def invert(
     (tuning's stopping rule, dB) override them.
     ``stage_progress(stage, total_steps)`` may return a progress callback for ``"projection"`` and ``"tuning"``.
     ``init``: where projection starts: an encoder (``pti.load_encoder``; run once on the photo) or a ``Latent``
-    (a saved pivot, the previous frame); ``steps_pivot=0`` with it skips optimisation (encoder-only pivot).
+    (a saved pivot, the previous frame); it then takes the preset's ``init_steps`` unless ``steps_pivot`` is given,
+    and ``steps_pivot=0`` skips optimisation (encoder-only pivot).
     """
     device = next(G.parameters()).device
     target = as_targets(image, G.img_resolution, device)
     if target.shape[0] != 1:
         raise ValueError(f"invert takes one photo, got {target.shape[0]}; use project/pivotal_tune for batches")
-    pivot_steps = projection_settings(preset, steps=steps_pivot).steps
+    settings = projection_settings(preset, steps=steps_pivot)
+    pivot_steps = settings.init_steps if init is not None and steps_pivot is None else settings.steps
     tune_steps = tuning_settings(preset, steps=steps_tune).steps
 
     def callback(stage: str, total: int) -> ProgressFn | None:

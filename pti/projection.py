@@ -61,19 +61,22 @@ class ProjectionSettings:
     lpips_net: str = "vgg"  # LPIPS backbone for the loss.
     lpips_resolution: int = 256  # Images larger than this are area-downsampled before LPIPS.
     preview_every: int = 25  # Send a preview image to ``progress`` every N steps (and at the last step).
+    init_steps: int = 0  # Steps when starting from an initial latent and ``steps`` is not given (0: keep it).
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0 (0 only with an initial latent), got {self.steps}")
         if self.num_w_samples < 2:
             raise ValueError(f"num_w_samples must be >= 2, got {self.num_w_samples}")
+        if self.init_steps < 0:
+            raise ValueError(f"init_steps must be >= 0, got {self.init_steps}")
         if not 0 <= self.init_candidates <= self.num_w_samples:
             raise ValueError(f"init_candidates must be in 0..num_w_samples ({self.num_w_samples})")
 
 
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
-    "reference": ProjectionSettings(),
-    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex"),
+    "reference": ProjectionSettings(),  # from an encoder: its latent as it is (the official use_e4e)
+    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex", init_steps=25),
 }
 
 
@@ -138,14 +141,17 @@ def project(
 
     ``init``: a ``Latent`` or ws ``[N or 1, num_ws, w_dim]`` to start from (one row per image, or one row for all).
     In W the start is the mean of its layers; noise maps of a ``Latent`` with matching names are reused. With
-    ``steps=0`` the initial latent itself is returned (one forward pass: no optimisation, no LPIPS needed).
+    ``steps=0`` the initial latent itself is returned (one forward pass: no optimisation, no LPIPS needed); without
+    ``steps`` the preset's ``init_steps`` apply.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if G.c_dim:
         raise ValueError("projection of conditional generators (c_dim > 0) is not supported")
-    settings = projection_settings(preset, steps=steps, **options)
     start = _initial_latent(init, G)
+    if start is not None and steps is None:
+        steps = projection_settings(preset, **options).init_steps
+    settings = projection_settings(preset, steps=steps, **options)
     if settings.steps == 0 and start is None:
         raise ValueError("steps=0 needs an initial latent (init=...): there is nothing to refine")
     advice = "lower lpips_resolution or project fewer images at once"

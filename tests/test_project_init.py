@@ -85,3 +85,13 @@ def test_noise_maps_of_the_initial_latent_are_reused(scene):
         torch.testing.assert_close(pivot.noises[name], noise, atol=1e-5, rtol=1e-5)
     fresh = project(G, GeneratorImages(target[:1]), steps=1, init=Latent(w_true[:1].clone(), space="w"), **FAST)
     assert any(not torch.allclose(fresh.noises[name], noise) for name, noise in noises.items())
+
+
+def test_without_steps_an_initial_latent_takes_the_presets_init_steps(scene):
+    G, w_true, target = scene
+    init = w_true[:1].clone()
+    image = GeneratorImages(target[:1])
+    assert project(G, image, init=init, preset="reference").meta["steps"] == 0  # the official use_e4e
+    assert project(G, image, init=init, init_steps=2, **FAST).meta["steps"] == 2
+    assert project(G, image, init=init, steps=3, **FAST).meta["steps"] == 3
+    assert project(G, image, steps=2, **FAST).meta["init"] is None
