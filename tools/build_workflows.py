@@ -372,11 +372,47 @@ def align_edit_paste_back(specs: dict) -> Graph:
     return graph
 
 
+def encoder_warm_start(specs: dict) -> Graph:
+    """Encode the photo in one pass, refine that latent briefly, tune: the fast route to a pivot."""
+    graph = Graph(specs)
+    model, photo = _sources(graph)
+    loader = graph.add("PTI_LoadEncoder", 0, 5, encoder_name="(embedded default model's encoder)")
+    encode = graph.add("PTI_EncodeImage", 1, 0)
+    graph.link(model, "generator", encode, "generator")
+    graph.link(loader, "encoder", encode, "encoder")
+    graph.link(photo, "IMAGE", encode, "image")
+    steps = PROJECTION_PRESETS["fast"].init_steps
+    project = graph.add("PTI_ProjectPivot", 2, 0, steps=steps, space="W", seed=0, preset="fast")
+    graph.link(model, "generator", project, "generator")
+    graph.link(photo, "IMAGE", project, "image")
+    graph.link(encode, "latent", project, "initial_latent")
+    tune = graph.add(
+        "PTI_PivotalTune", 3, 0, steps=TUNE_STEPS, stop_at_psnr=STOP_AT_PSNR, locality=False, seed=0, preset="fast"
+    )
+    graph.link(model, "generator", tune, "generator")
+    graph.link(photo, "IMAGE", tune, "image")
+    graph.link(project, "latent", tune, "latent")
+    encoded = graph.add("PreviewImage", 1, 3, title="Encoder only (one forward pass)")
+    graph.link(encode, "reconstruction", encoded, "images")
+    save = graph.add("PTI_SaveImage", 4, 0, filename_prefix="PTI/encoder_start", layout="separate", grid_columns=0)
+    graph.link(tune, "reconstruction", save, "images")
+    graph.link(project, "latent", save, "latent")
+    graph.note(
+        f"Copy {EXAMPLE_IMAGE} into ComfyUI's input/ folder. Encode Image predicts the pivot in one pass; Project "
+        f"Pivot refines it for {steps} steps (0 keeps the encoder's latent as it is), then tuning fits the photo. "
+        "For your own model, put its e4e/pSp checkpoint in models/stylegan/encoders.",
+        0,
+        7,
+    )
+    return graph
+
+
 WORKFLOWS = {
     "pti_1_invert_and_reconstruct": invert_and_reconstruct,
     "pti_2_invert_tune_edit_sweep": invert_tune_edit_sweep,
     "pti_3_generate_and_edit": generate_and_edit,
     "pti_4_align_edit_paste_back": align_edit_paste_back,
+    "pti_5_encoder_warm_start": encoder_warm_start,
 }
 
 

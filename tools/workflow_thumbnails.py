@@ -23,6 +23,7 @@ INPUTS = {
     "pti_2_invert_tune_edit_sweep": "pti_example_face.png",
     "pti_3_generate_and_edit": None,
     "pti_4_align_edit_paste_back": "pti_example_photo.jpg",
+    "pti_5_encoder_warm_start": "pti_example_face.png",
 }
 
 
