@@ -449,10 +449,16 @@ def load_encoder(path: str | os.PathLike | None = None, device: str | torch.devi
         raise CheckpointError(f"encoder not found: {source} (supported: {SUPPORTED_ENCODERS})")
     with open(source, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        encoder = _read_published(source)
-    else:
-        encoder = _read_own(source)
+    read = _read_published if head[:2] == b"PK" or head[:1] == b"\x80" else _read_own
+    try:
+        encoder = read(source)
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"{source}: the file nests containers implausibly deep") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, OverflowError, AttributeError, IndexError) as exc:
+        # A damaged or hand-made file whose values do not describe an encoder this module can build.
+        raise CheckpointError(f"{source}: not a usable encoder checkpoint ({type(exc).__name__}: {exc})") from None
     return encoder.to(device)
 
 
