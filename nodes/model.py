@@ -22,7 +22,7 @@ from . import common, managed_models
 log = logging.getLogger("pti.nodes")
 
 EMBEDDED_DEFAULT = "(embedded default)"
-_HIDDEN_SUBFOLDERS = ("pti", "directions")  # models/stylegan/pti and /directions hold results and directions
+_HIDDEN_SUBFOLDERS = ("pti", "directions", "encoders")  # results, directions and encoders, not generators
 DECODE_CHUNK = 8
 
 
