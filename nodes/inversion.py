@@ -28,7 +28,8 @@ def _preview_every(steps: int) -> int:
 class ProjectPivot:
     DESCRIPTION = (
         "PTI stage 1: finds the latent code (the pivot) whose image best matches each photo, by optimisation "
-        "(LPIPS loss). Faces work best centred and aligned like the model's training data."
+        "(LPIPS loss). Faces work best centred and aligned like the model's training data. An initial latent (from "
+        "Encode Image, a saved pivot or the previous frame) makes it refine from there; 0 steps keeps it as is."
     )
     SEARCH_ALIASES = ["gan inversion", "invert image", "projector", "encode photo", "stylegan projection"]
     CATEGORY = f"{common.CATEGORY}/inversion"
@@ -45,10 +46,10 @@ class ProjectPivot:
                 "image": common.IMAGE_INPUT,
                 "steps": common.int_input(
                     FAST_PROJECTION.steps,
-                    1,
+                    0,
                     5000,
                     f"Optimisation steps per image (fast: {FAST_PROJECTION.steps}; reference, as in the paper: "
-                    f"{REFERENCE_PROJECTION.steps}).",
+                    f"{REFERENCE_PROJECTION.steps}). With an initial latent far fewer are needed; 0 returns it.",
                 ),
                 "space": common.combo_input(
                     list(SPACES),
@@ -62,12 +63,23 @@ class ProjectPivot:
                     "reference: the StyleGAN2-ADA projector PTI uses (average face start, VGG LPIPS).",
                     default="fast",
                 ),
-            }
+            },
+            "optional": {
+                "initial_latent": common.link_input(
+                    common.LATENT,
+                    "Start here instead of searching: Encode Image (PTI), a loaded pivot or the previous frame's "
+                    "pivot; one latent per image, or one for all.",
+                ),
+            },
         }
 
-    def project(self, generator, image, steps, space, seed, preset="fast"):
+    def project(self, generator, image, steps, space, seed, preset="fast", initial_latent=None):
         G = generator
         targets = common.comfy_to_targets(image, G.img_resolution)
+        if initial_latent is not None:
+            check_latent_fits(initial_latent, G)
+        elif steps == 0:
+            raise ValueError("steps=0 keeps the initial latent as the pivot: connect one, or set steps above 0")
         net = getattr(PROJECTION_PRESETS.get(preset), "lpips_net", None)
         lpips = common.ensure_lpips(net, common.compute_device())
         needed = optimisation_bytes(G, len(targets.pixels), net, tunes_weights=False)
@@ -83,6 +95,7 @@ class ProjectPivot:
                 progress=progress,
                 preset=preset,
                 preview_every=_preview_every(steps),
+                init=initial_latent,
             )
         latent = dataclasses.replace(latent, meta={**latent.meta, "generator_lineage": generator_lineage(G)})
         return (latent, decode_latent(G, latent))

@@ -22,7 +22,7 @@ from . import common, managed_models
 log = logging.getLogger("pti.nodes")
 
 EMBEDDED_DEFAULT = "(embedded default)"
-_HIDDEN_SUBFOLDERS = ("pti", "directions")  # models/stylegan/pti and /directions hold results and directions
+_HIDDEN_SUBFOLDERS = ("pti", "directions", "encoders")  # results, directions and encoders, not generators
 DECODE_CHUNK = 8
 
 
@@ -208,7 +208,7 @@ class StyleGAN3Transform:
         "images are translated and rotated, with the same latents, pivots, edits and tuning (wire it between Load "
         "StyleGAN or Pivotal Tune and Decode). StyleGAN2 generators have no such input and are refused."
     )
-    SEARCH_ALIASES = ["translate", "rotate", "pan", "stylegan3 transform", "move image"]
+    SEARCH_ALIASES = ["translate", "rotate", "shift image", "stylegan3", "input transform"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.GENERATOR,)
     RETURN_NAMES = ("generator",)

@@ -196,7 +196,11 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("photo", help="the photo (PNG/JPEG/WebP); centre-cropped to a square and resized to the model")
     p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
     p.add_argument("--checkpoint", default="default", help="generator checkpoint (default: the embedded model)")
-    p.add_argument("--steps-pivot", type=int, help="projection steps (default: the preset's; reference 450)")
+    p.add_argument(
+        "--steps-pivot",
+        type=int,
+        help="projection steps (default: the preset's; reference 450; from --init: fast 25, reference 0)",
+    )
     p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; fast 600)")
     p.add_argument(
         "--stop-psnr", type=float, help="stop tuning once this close to the photo, dB (fast: 30; 0 = every step)"
@@ -206,7 +210,34 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fast", choices=["fast", "reference"], help="fast defaults or the paper's")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to compute")
     p.add_argument("--seed", type=int, default=0, help="random seed (latent samples, noise)")
+    p.add_argument(
+        "--init",
+        default="auto",
+        help="where projection starts: e4e:PATH (an e4e/pSp checkpoint or this pack's encoder .safetensors), "
+        "latent:PATH (a saved pivot, e.g. the previous frame), none (the preset's search), or auto (the shipped "
+        "encoder with the embedded model, else none); --steps-pivot 0 keeps the encoder's pivot as it is",
+    )
     return p
+
+
+def _initial_latent(spec: str, checkpoint: str, device: str):
+    """``--init`` as what ``invert`` takes: an encoder, a ``Latent`` or None."""
+    import dataclasses
+
+    from .encoder import default_encoder_available, load_encoder
+    from .latent import Latent
+
+    kind, _, path = spec.partition(":")
+    if spec == "auto":
+        return load_encoder(None, device) if checkpoint == "default" and default_encoder_available() else None
+    if spec == "none":
+        return None
+    if kind in ("e4e", "encoder") and path:
+        return load_encoder(None if path == "default" else path, device)
+    if kind == "latent" and path:
+        latent = Latent.load(path).to(device)
+        return dataclasses.replace(latent, meta={**latent.meta, "source": f"latent:{Path(path).name}"})
+    raise ValueError(f"--init must be e4e:PATH, latent:PATH, auto or none, got {spec!r}")
 
 
 def _pick_device(name: str) -> str:
@@ -227,7 +258,9 @@ def _run_invert(args: argparse.Namespace) -> int:
     from .pipeline import invert, write_inversion
 
     photo = load_image(args.photo)
-    G = load_generator(args.checkpoint, device=_pick_device(args.device))
+    device = _pick_device(args.device)
+    G = load_generator(args.checkpoint, device=device)
+    init = _initial_latent(args.init, args.checkpoint, device)
     bars: list[tqdm] = []
 
     def stage_progress(stage: str, total: int):
@@ -253,6 +286,7 @@ def _run_invert(args: argparse.Namespace) -> int:
         seed=args.seed,
         preset=args.preset,
         stage_progress=stage_progress,
+        init=init,
     )
     for bar in bars:
         bar.close()
@@ -261,7 +295,7 @@ def _run_invert(args: argparse.Namespace) -> int:
     print(
         f"pivot: LPIPS {m['pivot']['lpips_alex']:.4f}  PSNR {m['pivot']['psnr']:.2f} dB   "
         f"tuned: LPIPS {m['tuned']['lpips_alex']:.4f}  PSNR {m['tuned']['psnr']:.2f} dB   "
-        f"({m['projection_steps']} + {m['tuning_steps']} steps, "
+        f"({m['projection_steps']} + {m['tuning_steps']} steps{', from ' + m['init'] if m['init'] else ''}, "
         f"{m['projection_seconds'] + m['tuning_seconds']:.1f} s)"
     )
     for path in paths.values():

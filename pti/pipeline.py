@@ -53,26 +53,33 @@ def invert(
     preset: str = "fast",
     stage_progress: StageProgress | None = None,
     cancel: CancelFn | None = None,
+    init: Latent | torch.nn.Module | None = None,
 ) -> InversionResult:
     """Project ``image`` (one photo; see ``project`` for accepted types), tune G around the pivot, measure both.
 
     ``preset`` (``"fast"`` or ``"reference"``) picks the defaults of both stages; ``steps_*`` and ``target_psnr``
     (tuning's stopping rule, dB) override them.
     ``stage_progress(stage, total_steps)`` may return a progress callback for ``"projection"`` and ``"tuning"``.
+    ``init``: where projection starts: an encoder (``pti.load_encoder``; run once on the photo) or a ``Latent``
+    (a saved pivot, the previous frame); it then takes the preset's ``init_steps`` unless ``steps_pivot`` is given,
+    and ``steps_pivot=0`` skips optimisation (encoder-only pivot).
     """
     device = next(G.parameters()).device
     target = as_targets(image, G.img_resolution, device)
     if target.shape[0] != 1:
         raise ValueError(f"invert takes one photo, got {target.shape[0]}; use project/pivotal_tune for batches")
-    pivot_steps = projection_settings(preset, steps=steps_pivot).steps
+    settings = projection_settings(preset, steps=steps_pivot)
+    pivot_steps = settings.init_steps if init is not None and steps_pivot is None else settings.steps
     tune_steps = tuning_settings(preset, steps=steps_tune).steps
 
     def callback(stage: str, total: int) -> ProgressFn | None:
         return stage_progress(stage, total) if stage_progress is not None else None
 
     started = time.perf_counter()
+    start = encode(init, target) if isinstance(init, torch.nn.Module) else init
+    encoded = time.perf_counter()
     pivot = project(
-        G, GeneratorImages(target), space=space, steps=steps_pivot, seed=seed, preset=preset,
+        G, GeneratorImages(target), space=space, steps=steps_pivot, seed=seed, preset=preset, init=start,
         progress=callback("projection", pivot_steps), cancel=cancel,
     )  # fmt: skip
     projected = time.perf_counter()
@@ -91,6 +98,8 @@ def invert(
         "tuned": summarize(tuned_image, target),
         "projection_steps": pivot.meta["steps"],
         "tuning_steps": tuned.tuning_info["steps"],
+        "init": None if start is None else start.meta.get("source", "latent"),
+        "encoder_seconds": round(encoded - started, 3),
         "projection_seconds": round(projected - started, 3),
         "tuning_seconds": round(finished - projected, 3),
         "space": space,
@@ -100,6 +109,14 @@ def invert(
         "base_hash": state_dict_hash(G),
     }
     return InversionResult(target, pivot, tuned, pivot_image, tuned_image, metrics)
+
+
+def encode(encoder: torch.nn.Module, images: torch.Tensor) -> Latent:
+    """An encoder's ws for ``images`` (``[N, 3, R, R]`` in [-1, 1]) as a W+ ``Latent`` that records the encoder."""
+    with torch.no_grad():
+        ws = encoder(images).float()
+    source = getattr(encoder, "meta", {}).get("source", type(encoder).__name__)
+    return Latent(ws, space="w+", meta={"stage": "encoder", "source": f"encoder:{source}"})
 
 
 def write_inversion(result: InversionResult, base: Generator, out_dir: str | Path) -> dict[str, Path]:

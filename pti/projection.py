@@ -10,6 +10,10 @@ plus a noise-map regulariser, noise maps renormalised after every step. Two pres
   CPU at 64 px; the pivot only has to be good enough for tuning to finish the job). Chosen by measurement
   (``benchmarks/bench_inversion.py``).
 
+``init`` starts from a given latent instead (an encoder's output, a saved pivot, the previous video frame): the
+candidate search is skipped and the optimisation refines from there; ``steps=0`` then returns the initial latent
+as the pivot (PTI's ``use_e4e``: encoder only).
+
 The generator is never modified: gradients are taken only with respect to the latent and the noise maps
 (``torch.autograd.grad``), so no ``.grad`` is written to G and no ``requires_grad`` flag is touched.
 """
@@ -57,19 +61,22 @@ class ProjectionSettings:
     lpips_net: str = "vgg"  # LPIPS backbone for the loss.
     lpips_resolution: int = 256  # Images larger than this are area-downsampled before LPIPS.
     preview_every: int = 25  # Send a preview image to ``progress`` every N steps (and at the last step).
+    init_steps: int = 0  # Steps when starting from an initial latent and ``steps`` is not given (0: keep it).
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0 only with an initial latent), got {self.steps}")
         if self.num_w_samples < 2:
             raise ValueError(f"num_w_samples must be >= 2, got {self.num_w_samples}")
+        if self.init_steps < 0:
+            raise ValueError(f"init_steps must be >= 0, got {self.init_steps}")
         if not 0 <= self.init_candidates <= self.num_w_samples:
             raise ValueError(f"init_candidates must be in 0..num_w_samples ({self.num_w_samples})")
 
 
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
-    "reference": ProjectionSettings(),
-    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex"),
+    "reference": ProjectionSettings(),  # from an encoder: its latent as it is (the official use_e4e)
+    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex", init_steps=25),
 }
 
 
@@ -120,6 +127,7 @@ def project(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     preset: str = "fast",
+    init: Latent | torch.Tensor | None = None,
     **options: Any,
 ) -> Latent:
     """Find latents whose renderings match ``images``; returns one ``Latent`` with a row per image.
@@ -130,18 +138,32 @@ def project(
     editable). ``preset`` is ``"fast"`` or ``"reference"``; ``steps`` and ``options`` (fields of
     ``ProjectionSettings``) override it. Several images are projected one after the other (same settings, seeds
     ``seed``, ``seed+1``, ...); ``progress`` counts steps over all of them.
+
+    ``init``: a ``Latent`` or ws ``[N or 1, num_ws, w_dim]`` to start from (one row per image, or one row for all).
+    In W the start is the mean of its layers; noise maps of a ``Latent`` with matching names are reused. With
+    ``steps=0`` the initial latent itself is returned (one forward pass: no optimisation, no LPIPS needed); without
+    ``steps`` the preset's ``init_steps`` apply.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if G.c_dim:
         raise ValueError("projection of conditional generators (c_dim > 0) is not supported")
+    start = _initial_latent(init, G)
+    if start is not None and steps is None:
+        steps = projection_settings(preset, **options).init_steps
     settings = projection_settings(preset, steps=steps, **options)
+    if settings.steps == 0 and start is None:
+        raise ValueError("steps=0 needs an initial latent (init=...): there is nothing to refine")
     advice = "lower lpips_resolution or project fewer images at once"
     out_of_memory = explain_out_of_memory("projection", G.img_resolution, advice)
     with torch.inference_mode(False), torch.enable_grad(), out_of_memory:
         G_used = autograd_ready(G)
         device = device_of(G_used)
         targets = as_targets(images, G.img_resolution, device)
+        if start is not None and len(start) not in (1, targets.shape[0]):
+            raise ValueError(f"init has {len(start)} latents for {targets.shape[0]} images: give one per image, or one")
+        if settings.steps == 0:
+            return _unrefined(start.to(device), targets.shape[0], state_dict_hash(G))
         lpips_model = load_lpips(settings.lpips_net, device)
         w_samples, w_avg, w_std = _sample_w(G_used, settings.num_w_samples, seed, device)
         generator_hash = state_dict_hash(G)
@@ -158,11 +180,33 @@ def project(
                     (w_samples, w_avg, w_std),
                     _offset_progress(progress, index * settings.steps, targets.shape[0] * settings.steps),
                     cancel,
+                    None if start is None else start.select(index if len(start) > 1 else 0).to(device),
                 )
             )
         latent = Latent.cat(rows)
         latent.generator_hash = generator_hash
         return latent
+
+
+def _initial_latent(init: Latent | torch.Tensor | None, G: Generator) -> Latent | None:
+    """``init`` as a ``Latent`` that fits ``G`` (a bare ws tensor becomes a W+ latent), or None."""
+    if init is None:
+        return None
+    if isinstance(init, torch.Tensor):
+        init = Latent(init.detach().float(), space="w+", meta={"stage": "init"})
+    if not isinstance(init, Latent):
+        raise TypeError(f"init must be a Latent or a ws tensor, got {type(init).__name__}")
+    init.check_compatible(G)
+    return init
+
+
+def _unrefined(start: Latent, count: int, generator_hash: str) -> Latent:
+    """The initial latent returned as the pivot (zero projection steps), one row per image."""
+    rows = start if len(start) == count else Latent.cat([start] * count)
+    ws = rows.ws.detach().clone()
+    space = "w" if bool((ws == ws[:, :1]).all()) else "w+"
+    meta = {"stage": "projection", "space": space, "steps": 0, "init": start.meta.get("source", "latent")}
+    return Latent(ws, {k: v.detach().clone() for k, v in rows.noises.items()}, space, generator_hash, meta)
 
 
 def _offset_progress(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn | None:
@@ -209,12 +253,15 @@ def _project_one(
     samples: tuple[torch.Tensor, torch.Tensor, float],
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    init: Latent | None = None,
 ) -> Latent:
     device = target.device
     rng = torch.Generator().manual_seed(seed)
     w_samples, w_avg, w_std = samples
     start, start_distance = w_avg, None
-    if settings.init_candidates:
+    if init is not None:
+        start = init.ws.mean(1, keepdim=True) if space == "w" else init.ws
+    elif settings.init_candidates:
         start, start_distance = _best_start(
             G, target, w_samples[: settings.init_candidates], w_avg, lpips_model, settings
         )
@@ -226,6 +273,9 @@ def _project_one(
         name: torch.randn([1, 1, layer.resolution, layer.resolution], generator=rng).to(device).requires_grad_(True)
         for name, layer in (noise_layers.items() if settings.optimize_noise else ())
     }
+    if init is not None:  # e.g. the previous video frame's noise maps
+        for name in noises.keys() & init.noises.keys():
+            noises[name] = init.noises[name].detach().clone().to(device).requires_grad_(True)
     params = [w_opt, *noises.values()]
     optimizer = torch.optim.Adam(params, lr=settings.lr, betas=(0.9, 0.999))
     to_target = LpipsToTargets(lpips_model, _lpips_input(target, settings.lpips_resolution))  # photo features once
@@ -268,6 +318,7 @@ def _project_one(
         "steps": settings.steps,
         "final_lpips": float(distance.detach()),
         "start_lpips": start_distance,
+        "init": None if init is None else init.meta.get("source", "latent"),
         "settings": dataclasses.asdict(settings),
     }
     ws = w_opt.detach().expand(-1, G.num_ws, -1).clone()

@@ -300,9 +300,26 @@ class Target:
     allowed: tuple[type[BaseException], ...]
 
 
+def _encoder_seeds() -> dict[str, list[bytes]]:
+    """A tiny e4e as published (torch.save of state_dict/opts/latent_avg) and in this project's format."""
+    from pti.encoder import Encoder, EncoderConfig, save_encoder
+
+    config = EncoderConfig(num_ws=4, w_dim=8, stage_units=(1, 1, 1, 1), stage_channels=(4, 8, 12, 16))
+    torch.manual_seed(0)
+    encoder = Encoder(config, latent_avg=torch.randn(4, 8))
+    state = {f"encoder.{k}": v for k, v in encoder.net.state_dict().items()}
+    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 8, "start_from_latent_avg": True}
+    published = {"state_dict": state, "opts": opts, "latent_avg": torch.randn(4, 8)}
+    return {
+        "encoder-e4e": [_torch_save_bytes(published)],
+        "encoder-safetensors": [_file_bytes(lambda p: save_encoder(encoder, p), ".safetensors")],
+    }
+
+
 def build_targets(names: list[str] | None = None) -> list[Target]:
     """Every fuzz target (or those named), with seeds made from ``tiny_generator()``."""
     from pti.delta import load_delta
+    from pti.encoder import load_encoder
     from pti.latent import Latent
 
     G = tiny_generator()
@@ -330,6 +347,10 @@ def build_targets(names: list[str] | None = None) -> list[Target]:
         ),
         Target("latent", ".safetensors", [_latent_seed(G)], Latent.load, (ValueError,)),
         Target("delta", ".safetensors", _delta_seeds(G), lambda p: load_delta(p, G), (CheckpointError,)),
+        *(
+            Target(kind, ".pt" if kind.endswith("e4e") else ".safetensors", seeds, load_encoder, (CheckpointError,))
+            for kind, seeds in _encoder_seeds().items()
+        ),
     ]
     if names:
         unknown = set(names) - {t.name for t in targets}

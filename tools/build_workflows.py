@@ -366,17 +366,54 @@ def align_edit_paste_back(specs: dict) -> Graph:
     return graph
 
 
+def encoder_warm_start(specs: dict) -> Graph:
+    """Encode the photo in one pass, refine that latent briefly, tune: the fast route to a pivot."""
+    graph = Graph(specs)
+    model, photo = _sources(graph)
+    loader = graph.add("PTI_LoadEncoder", 0, 5, encoder_name="(embedded default model's encoder)")
+    encode = graph.add("PTI_EncodeImage", 1, 0)
+    graph.link(model, "generator", encode, "generator")
+    graph.link(loader, "encoder", encode, "encoder")
+    graph.link(photo, "IMAGE", encode, "image")
+    steps = PROJECTION_PRESETS["fast"].init_steps
+    project = graph.add("PTI_ProjectPivot", 2, 0, steps=steps, space="W", seed=0, preset="fast")
+    graph.link(model, "generator", project, "generator")
+    graph.link(photo, "IMAGE", project, "image")
+    graph.link(encode, "latent", project, "initial_latent")
+    tune = graph.add(
+        "PTI_PivotalTune", 3, 0, steps=TUNE_STEPS, stop_at_psnr=STOP_AT_PSNR, locality=False, seed=0, preset="fast"
+    )
+    graph.link(model, "generator", tune, "generator")
+    graph.link(photo, "IMAGE", tune, "image")
+    graph.link(project, "latent", tune, "latent")
+    encoded = graph.add("PreviewImage", 1, 3, title="Encoder only (one forward pass)")
+    graph.link(encode, "reconstruction", encoded, "images")
+    save = graph.add("PTI_SaveImage", 4, 0, filename_prefix="PTI/encoder_start", layout="separate", grid_columns=0)
+    graph.link(tune, "reconstruction", save, "images")
+    graph.link(project, "latent", save, "latent")
+    graph.note(
+        f"Copy {EXAMPLE_IMAGE} into ComfyUI's input/ folder. Encode Image predicts the pivot in one pass; Project "
+        f"Pivot refines it for {steps} steps (0 keeps the encoder's latent as it is), then tuning fits the photo. "
+        "For your own model, put its e4e/pSp checkpoint in models/stylegan/encoders.",
+        0,
+        7,
+    )
+    return graph
+
+
 # File names are the template cards' titles in ComfyUI's template browser.
 INVERT_AND_RECONSTRUCT = "PTI 1 - Invert a photo and reconstruct it"
 INVERT_AND_SWEEP = "PTI 2 - Invert a photo and sweep an edit"
 GENERATE_AND_EDIT = "PTI 3 - Generate faces and edit them"
 ALIGN_EDIT_PASTE_BACK = "PTI 4 - Align a face, edit it, paste it back"
+ENCODER_WARM_START = "PTI 5 - Start from the encoder, then tune"
 
 WORKFLOWS = {
     INVERT_AND_RECONSTRUCT: invert_and_reconstruct,
     INVERT_AND_SWEEP: invert_tune_edit_sweep,
     GENERATE_AND_EDIT: generate_and_edit,
     ALIGN_EDIT_PASTE_BACK: align_edit_paste_back,
+    ENCODER_WARM_START: encoder_warm_start,
 }
 
 
