@@ -74,7 +74,7 @@ class LoadStyleGAN:
         "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
         "pickles are read without running code)."
     )
-    SEARCH_ALIASES = ["stylegan2", "gan loader", "load gan", "ffhq"]
+    SEARCH_ALIASES = ["stylegan2", "stylegan3", "gan loader", "load gan", "ffhq"]
     CATEGORY = f"{common.CATEGORY}/model"
     RETURN_TYPES = (common.GENERATOR,)
     RETURN_NAMES = ("generator",)

@@ -26,7 +26,18 @@ LPIPS_MAX_SIDE = 256  # images are compared at most at this size
 
 
 def feature_map_floats(G: torch.nn.Module) -> int:
-    """Floats in one image's feature maps across the synthesis network (one value per channel and pixel)."""
+    """Floats in one image's feature maps across the synthesis network (one value per channel and pixel).
+
+    StyleGAN3 has no resolution blocks: its Fourier input, then every layer's output and its up-sampled intermediate
+    (the filtered leaky ReLU's working size, the largest map of a layer) are counted.
+    """
+    if hasattr(G.synthesis, "layer_names"):
+        synthesis = G.synthesis
+        total = synthesis.input.channels * synthesis.input.size[0] * synthesis.input.size[1]
+        for layer in synthesis.layers():
+            up_width, up_height = (size * layer.up_factor for size in layer.in_size)
+            total += layer.out_channels * (layer.out_size[0] * layer.out_size[1] + up_width * up_height)
+        return total
     total = 0
     for module in G.synthesis.children():
         resolution = int(getattr(module, "resolution", 0))
