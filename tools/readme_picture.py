@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     G = pti.load_generator()
-    result = invert(G, args.photo, init=pti.load_encoder())  # as the main job: from the shipped encoder
+    result = invert(G, args.photo)
     directions = pti.default_directions()
     edits = [
         synthesize(result.tuned, pti.apply_direction(result.pivot, directions[name], 3.0))
