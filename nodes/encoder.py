@@ -14,7 +14,8 @@ import torch
 from ..pti.encoder import DEFAULT_ENCODER, Encoder, load_encoder
 from ..pti.hashing import state_dict_hash
 from ..pti.latent import Latent, generator_lineage
-from . import common
+from ..pti.memory import inference_bytes
+from . import common, managed_models
 from .model import decode_latent
 
 ENCODER = "PTI_ENCODER"
@@ -40,20 +41,21 @@ def resolve_encoder(name: str) -> Path | None:
 
 
 class _EncoderCache:
-    """The last loaded encoder(s), keyed by file signature and device; shared read-only."""
+    """The last loaded encoder(s), keyed by file signature; shared read-only. ComfyUI's model management moves them
+    between its offload and compute devices."""
 
     def __init__(self, capacity: int = 1):
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], Encoder] = OrderedDict()
+        self._entries: OrderedDict[str, Encoder] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: Path, device: torch.device) -> Encoder:
-        key = (common.file_signature(path), str(device))
+    def get(self, path: Path) -> Encoder:
+        key = common.file_signature(path)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        encoder = load_encoder(path, device)
+        encoder = load_encoder(path, managed_models.offload_device())
         with self._lock:
             self._entries[key] = encoder
             while len(self._entries) > self.capacity:
@@ -74,7 +76,7 @@ class LoadEncoder:
     CATEGORY = f"{common.CATEGORY}/inversion"
     RETURN_TYPES = (ENCODER,)
     RETURN_NAMES = ("encoder",)
-    OUTPUT_TOOLTIPS = ("The encoder, on ComfyUI's compute device. Shared: nodes never modify it.",)
+    OUTPUT_TOOLTIPS = ("The encoder, loaded by ComfyUI's model management when used. Shared: never modified.",)
     FUNCTION = "load"
 
     @classmethod
@@ -99,7 +101,7 @@ class LoadEncoder:
         path = resolve_encoder(encoder_name)
         if path is None:
             raise ValueError(f"encoder {encoder_name!r} not found; put e4e/pSp .pt files in models/stylegan/encoders")
-        return (_encoders.get(path, common.compute_device()),)
+        return (_encoders.get(path),)
 
 
 class EncodeImage:
@@ -136,7 +138,7 @@ class EncodeImage:
             )
         targets = common.comfy_to_targets(image, encoder.config.input_resolution)
         common.check_interrupted()
-        device = encoder.latent_avg.device
+        device = managed_models.use(encoder, G, memory_required=inference_bytes(G, min(len(targets.pixels), 8)))
         with torch.no_grad():
             ws = torch.cat([encoder(chunk.to(device)) for chunk in targets.pixels.split(8)])
         source = f"encoder:{encoder.meta.get('source', 'encoder')}"
