@@ -19,7 +19,7 @@ from pti.metrics import psnr
 from pti.synthetic import faces
 
 HELDOUT_SEED = 424_242
-MIN_PSNR_DB = 20.0  # measured: see docs/stylegan3.md (48 held-out z)
+MIN_PSNR_DB = 20.0  # measured 21.7 dB on these 48 held-out z (21.5 dB over 500; the StyleGAN2 default: 31 dB)
 ANGLE = 20.0
 SHIFT = 0.15
 
@@ -97,7 +97,7 @@ def test_stylegan3_reproduces_the_renderer_on_held_out_z(G):
     real = faces.render_from_z(z)
     matched = psnr(fake, real).mean()
     assert matched > MIN_PSNR_DB
-    assert matched > psnr(fake, real.roll(1, 0)).mean() + 2  # a different face is further away
+    assert matched > psnr(fake, real.roll(1, 0)).mean() + 5  # a different face is further away (measured 13.9 dB)
 
 
 def test_input_rotation_turns_the_picture_counter_clockwise(G, z):
@@ -105,7 +105,8 @@ def test_input_rotation_turns_the_picture_counter_clockwise(G, z):
     right_way = disc_error(turned, warp(plain, rotate=ANGLE))
     wrong_way = disc_error(turned, warp(plain, rotate=-ANGLE))
     unmoved = disc_error(turned, plain)
-    assert right_way < 0.6 * unmoved and right_way < 0.5 * wrong_way, (right_way, unmoved, wrong_way)
+    # measured: 0.0059 against 0.092 unmoved and 0.156 the wrong way (mean |difference|, -1..1 images)
+    assert right_way < 0.2 * unmoved and right_way < 0.2 * wrong_way, (right_way, unmoved, wrong_way)
 
 
 def test_input_translation_moves_the_picture_right(G, z):
@@ -113,10 +114,11 @@ def test_input_translation_moves_the_picture_right(G, z):
     right_way = disc_error(moved, warp(plain, translate=(SHIFT, 0.0)))
     wrong_way = disc_error(moved, warp(plain, translate=(-SHIFT, 0.0)))
     unmoved = disc_error(moved, plain)
-    assert right_way < 0.5 * unmoved and right_way < 0.5 * wrong_way, (right_way, unmoved, wrong_way)
+    # measured: 0.0031 against 0.246 unmoved and 0.342 the wrong way
+    assert right_way < 0.1 * unmoved and right_way < 0.1 * wrong_way, (right_way, unmoved, wrong_way)
 
 
 def test_the_workflow_transform_is_both_at_once(G, z):
     both = render(G, z, translate=(SHIFT, 0.0), rotate=ANGLE)
     expected = warp(render(G, z), translate=(SHIFT, 0.0), rotate=ANGLE)
-    assert disc_error(both, expected) < 0.6 * disc_error(both, render(G, z))
+    assert disc_error(both, expected) < 0.1 * disc_error(both, render(G, z))  # measured 0.0052 against 0.240

@@ -14,6 +14,11 @@ The run is time-boxed (``--minutes`` of wall time, cosine learning-rate decay ov
 state file is written every ``--checkpoint-minutes`` and ``--resume`` continues from it. ``--export`` turns the
 state file into the shipped ``generator.safetensors`` (fp16) with ``w_avg`` measured over 10,000 z.
 
+``--arch stylegan3-r`` (or ``stylegan3-t``) trains the embedded StyleGAN3 the same way (``--num-layers``,
+``--margin-size``, ``--filter-size`` size it); the training pass updates each layer's input magnitude EMA and the
+EMA generator copies those buffers. Exporting to a file not named ``generator.safetensors`` writes the record and
+samples next to it as ``<stem>_training.json`` and ``<stem>_samples.png`` (docs/stylegan3.md has the command).
+
 ``--init STATE`` starts a new stage (fresh optimiser and schedule) from the EMA weights of an earlier state, for
 example after a change to the renderer; with a larger ``--channel-base``/``--channel-max`` than that state's, the
 generator is widened without changing its images (:func:`load_widened`). Each state carries the stages it was built
