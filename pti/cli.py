@@ -202,7 +202,7 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--steps-pivot",
         type=int,
-        help="projection steps (default: the preset's; reference 450; from --init: fast 25, reference 0)",
+        help="projection steps (default: the preset's; reference 450; from --init: fast 10, reference 0)",
     )
     p.add_argument("--steps-tune", type=int, help="maximum tuning steps (default: the preset's; fast 600)")
     p.add_argument(

@@ -76,7 +76,7 @@ class ProjectionSettings:
 
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
     "reference": ProjectionSettings(),  # from an encoder: its latent as it is (the official use_e4e)
-    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex", init_steps=25),
+    "fast": ProjectionSettings(steps=100, init_candidates=64, lpips_net="alex", init_steps=10),
 }
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from pti.checkpoints import load_generator
 from pti.directions import default_directions
 from pti.edit import strength_sweep
+from pti.encoder import load_encoder
 from pti.latent import synthesize
 from pti.metrics import psnr, ssim
 from pti.pipeline import invert
@@ -31,10 +32,13 @@ def _photo_at(resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(square, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
 
 
-@pytest.fixture(scope="module")
-def main_job():
+@pytest.fixture(scope="module", params=["encoder", "search"])
+def main_job(request):
+    """The README main job's defaults: the CLI starts from the shipped encoder (``--init auto``); the library's
+    ``invert`` without ``init`` from the fast preset's search. Both must keep both promises."""
     G = load_generator()
-    return G, invert(G, WORKFLOW_DIR / EXAMPLE_IMAGE)  # the README main job's defaults
+    init = load_encoder() if request.param == "encoder" else None
+    return G, invert(G, WORKFLOW_DIR / EXAMPLE_IMAGE, init=init)
 
 
 def test_the_tuned_generator_reproduces_the_photo(main_job):

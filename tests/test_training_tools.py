@@ -154,3 +154,19 @@ def test_stylegan3_r_training_updates_magnitudes_and_exports_with_its_own_record
     assert G.source_info["provenance"]["method"].startswith("stylegan3-r: ")
     assert (tmp_path / "stylegan3_r_training.json").is_file() and (tmp_path / "stylegan3_r_samples.png").is_file()
     assert not (tmp_path / "training.json").exists(), "the default model's record is not overwritten"
+
+
+def test_train_encoder_learns_and_saves_a_loadable_encoder_with_its_record(tmp_path):
+    from pti.encoder import load_encoder
+    from tools import train_encoder
+
+    out = tmp_path / "encoder.safetensors"
+    args = ["--max-steps", "30", "--warmup", "1", "--lr", "2e-3", "--batch", "8", "--validation", "32"]
+    train_encoder.main([*args, "--eval-minutes", "0", "--minutes", "10", "--out", str(out)])
+    encoder = load_encoder(out)
+    record = encoder.meta["provenance"]
+    assert record["steps"] == 30 and record["tool"] == "tools/train_encoder.py"
+    history = record["history"]
+    assert history[0]["step"] == 0 and history[-1]["step"] == 30
+    assert history[-1]["latent_error"] < 0.9 * history[0]["latent_error"]  # it learns within 30 steps
+    assert record["best"]["psnr"] == max(h["psnr"] for h in history)  # the best state is the one saved

@@ -97,7 +97,7 @@ def train(args: argparse.Namespace) -> dict:
     next_eval = 0.0
     while True:
         elapsed = time.perf_counter() - started
-        if elapsed >= next_eval or elapsed >= budget:
+        if elapsed >= next_eval or elapsed >= budget or step >= args.max_steps:
             scores = {"step": step, "minutes": round(elapsed / 60, 2)}
             scores.update(evaluate(encoder, G, val_images, val_ws, w_std))
             history.append(scores)
@@ -105,11 +105,11 @@ def train(args: argparse.Namespace) -> dict:
             if best is None or scores["psnr"] > best["psnr"]:
                 best, best_state = scores, copy.deepcopy(encoder.state_dict())
             next_eval = elapsed + args.eval_minutes * 60
-            if elapsed >= budget:
+            if elapsed >= budget or step >= args.max_steps:
                 break
         t = min(1.0, elapsed / budget)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * (0.5 + 0.5 * math.cos(math.pi * t)) * min(1.0, (step + 1) / 100)
+            group["lr"] = args.lr * (0.5 + 0.5 * math.cos(math.pi * t)) * min(1.0, (step + 1) / args.warmup)
         images, ws = sample_batch(G, args.batch, rng)
         predicted = encoder(images)
         latent_loss = (predicted - ws).square().sum(-1).mean() / w_std**2
@@ -134,6 +134,7 @@ def train(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "batch": args.batch,
         "lr": args.lr,
+        "warmup": args.warmup,
         "latent_weight": args.latent_weight,
         "lpips_weight": args.lpips if lpips_model is not None else 0.0,
         "seed": args.seed,
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--generator", default=None, help="checkpoint to invert (default: the embedded model)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget for training")
+    p.add_argument("--max-steps", type=int, default=10**9, help="stop after this many steps even within budget")
+    p.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warm-up")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-weight", type=float, default=1.0, help="weight of the w-space MSE (units of w_std^2)")
