@@ -11,7 +11,7 @@ from pathlib import Path
 import folder_paths
 import torch
 
-from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, load_generator
+from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, STYLEGAN3_GENERATOR_FILE, load_generator
 from ..pti.hashing import generator_hash
 from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
 from ..pti.memory import inference_bytes
@@ -22,21 +22,29 @@ from . import common, managed_models
 log = logging.getLogger("pti.nodes")
 
 EMBEDDED_DEFAULT = "(embedded default)"
+EMBEDDED_STYLEGAN3 = "(embedded StyleGAN3)"
 _HIDDEN_SUBFOLDERS = ("pti", "directions", "encoders")  # results, directions and encoders, not generators
 DECODE_CHUNK = 8
 
 
 def checkpoint_names() -> list[str]:
-    """The COMBO choices: the embedded default model, then every checkpoint under models/stylegan."""
+    """The COMBO choices: the embedded models (StyleGAN2 default, StyleGAN3), then every checkpoint under
+    models/stylegan."""
     names = folder_paths.get_filename_list(common.STYLEGAN_FOLDER)
     visible = [n for n in names if Path(n).parts[0] not in _HIDDEN_SUBFOLDERS]
-    return [EMBEDDED_DEFAULT, *visible]
+    return [EMBEDDED_DEFAULT, EMBEDDED_STYLEGAN3, *visible]
+
+
+def embedded_files() -> dict[str, Path]:
+    """The COMBO choices of the models shipped with the pack, and their files."""
+    return {EMBEDDED_DEFAULT: DEFAULT_GENERATOR_FILE, EMBEDDED_STYLEGAN3: STYLEGAN3_GENERATOR_FILE}
 
 
 def resolve_checkpoint(model_name: str) -> Path | None:
     """File behind a COMBO choice, or None when it does not exist."""
-    if model_name == EMBEDDED_DEFAULT:
-        return DEFAULT_GENERATOR_FILE if DEFAULT_GENERATOR_FILE.is_file() else None
+    embedded = embedded_files()
+    if model_name in embedded:
+        return embedded[model_name] if embedded[model_name].is_file() else None
     path = folder_paths.get_full_path(common.STYLEGAN_FOLDER, model_name)
     return Path(path) if path else None
 
@@ -56,8 +64,7 @@ class _GeneratorCache:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        source = None if path == DEFAULT_GENERATOR_FILE else str(path)
-        G = load_generator(source, device=managed_models.offload_device()).eval()
+        G = load_generator(str(path), device=managed_models.offload_device()).eval()
         with self._lock:
             self._entries[key] = G
             while len(self._entries) > self.capacity:
@@ -70,7 +77,8 @@ _generators = _GeneratorCache()
 
 class LoadStyleGAN:
     DESCRIPTION = (
-        "Loads a StyleGAN2 or StyleGAN3 generator: the small embedded face model, or a checkpoint from "
+        "Loads a StyleGAN2 or StyleGAN3 generator: one of the small embedded face models (StyleGAN2, or StyleGAN3 "
+        "config R, whose pictures StyleGAN3 Transform can move and turn), or a checkpoint from "
         "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
         "pickles are read without running code)."
     )
@@ -87,7 +95,7 @@ class LoadStyleGAN:
             "required": {
                 "model_name": common.combo_input(
                     checkpoint_names(),
-                    "Checkpoint file in models/stylegan, or the embedded default face model.",
+                    "Checkpoint file in models/stylegan, or an embedded face model (StyleGAN2 default, StyleGAN3).",
                     default=EMBEDDED_DEFAULT,
                 ),
             }
@@ -97,8 +105,8 @@ class LoadStyleGAN:
     def VALIDATE_INPUTS(cls, model_name):
         if resolve_checkpoint(model_name) is not None:
             return True
-        if model_name == EMBEDDED_DEFAULT:
-            return f"the embedded model {DEFAULT_GENERATOR_FILE} is missing; reinstall the PTI pack"
+        if model_name in embedded_files():
+            return f"the embedded model {embedded_files()[model_name]} is missing; reinstall the PTI pack"
         folders = ", ".join(folder_paths.get_folder_paths(common.STYLEGAN_FOLDER))
         return f"StyleGAN checkpoint '{model_name}' not found in {folders}; put the file there and refresh (R)"
 

@@ -94,6 +94,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 DEFAULT_GENERATOR_FILE = DEFAULT_MODEL_DIR / "generator.safetensors"
+#: The embedded StyleGAN3 (config R) face model: ``load_generator("default-stylegan3")``.
+STYLEGAN3_GENERATOR_FILE = DEFAULT_MODEL_DIR / "stylegan3_r.safetensors"
+#: Names ``load_generator`` accepts for the models shipped in ``pti/default_model``, and what they are.
+EMBEDDED_GENERATORS = {"default": "default", "default-stylegan3": "StyleGAN3"}
 FORMAT_NAME = "pti-generator"
 FORMAT_VERSION = "1"
 SUPPORTED = (
@@ -283,13 +287,15 @@ def _existing_file(source: PathLike) -> Path:
 
 
 def _resolve_source(source: PathLike | None) -> Path:
-    if source is None or (isinstance(source, str) and source.strip().lower() == "default"):
-        if not DEFAULT_GENERATOR_FILE.is_file():
+    name = "default" if source is None else source.strip().lower() if isinstance(source, str) else None
+    if name in EMBEDDED_GENERATORS:
+        path = DEFAULT_GENERATOR_FILE if name == "default" else STYLEGAN3_GENERATOR_FILE
+        if not path.is_file():
             raise CheckpointError(
-                f"the embedded default model is not present in this install (expected {DEFAULT_GENERATOR_FILE}); "
+                f"the embedded {EMBEDDED_GENERATORS[name]} model is not present in this install (expected {path}); "
                 f"pass a checkpoint path instead ({SUPPORTED})"
             )
-        return DEFAULT_GENERATOR_FILE
+        return path
     return _existing_file(source)
 
 
@@ -690,7 +696,8 @@ _LOADERS: dict[str, Callable[[Path], tuple[AnyGenerator, dict[str, Any]]]] = {
 
 
 def load_generator(source: PathLike | None = None, device: str | torch.device = "cpu") -> AnyGenerator:
-    """Load a generator from ``source`` (a path, or ``None``/``"default"`` for the embedded model).
+    """Load a generator from ``source``: a path, ``None``/``"default"`` for the embedded StyleGAN2 face model, or
+    ``"default-stylegan3"`` for the embedded StyleGAN3 (config R) one.
 
     The format is recognised from the file's content (see the module docstring). The result is a new float32
     ``Generator`` (``pti.stylegan3.Generator`` for StyleGAN3 checkpoints) in eval mode on ``device``, with
@@ -752,6 +759,8 @@ def describe_checkpoint(source: PathLike | None) -> dict[str, Any]:
 __all__ = [
     "CheckpointError",
     "DEFAULT_MODEL_DIR",
+    "EMBEDDED_GENERATORS",
+    "STYLEGAN3_GENERATOR_FILE",
     "describe_checkpoint",
     "export_rosinality_state_dict",
     "load_generator",

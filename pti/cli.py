@@ -17,7 +17,10 @@ log = logging.getLogger("pti")
 
 def _add_info(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a generator checkpoint (format, resolution, num_ws, dims, size)")
-    p.add_argument("checkpoint", help="a .pkl, .pt or .safetensors file, or 'default' for the embedded model")
+    p.add_argument(
+        "checkpoint",
+        help="a .pkl, .pt or .safetensors file, or 'default' / 'default-stylegan3' for an embedded model",
+    )
     return p
 
 

@@ -259,6 +259,26 @@ def test_embedded_default_model_loads_when_shipped():
     assert image.shape == (1, G.img_resolution, G.img_resolution, 3)
 
 
+def test_embedded_stylegan3_is_a_choice_that_the_transform_accepts():
+    assert NODES["PTI_LoadStyleGAN"].INPUT_TYPES()["required"]["model_name"][0][:2] == [
+        "(embedded default)",
+        "(embedded StyleGAN3)",
+    ]
+    sg3_file = pack_module("pti.checkpoints").STYLEGAN3_GENERATOR_FILE
+    if not sg3_file.is_file():
+        assert "reinstall" in NODES["PTI_LoadStyleGAN"].VALIDATE_INPUTS("(embedded StyleGAN3)")
+        pytest.skip(f"the embedded StyleGAN3 is not shipped yet ({sg3_file})")
+    assert NODES["PTI_LoadStyleGAN"].VALIDATE_INPUTS("(embedded StyleGAN3)") is True
+    (G,) = run_node("PTI_LoadStyleGAN", model_name="(embedded StyleGAN3)")
+    assert G.config_name == "stylegan3-r"
+    latent = latent_of(G)
+    (moved,) = run_node("PTI_StyleGAN3Transform", generator=G, translate_x=0.15, translate_y=0.0, rotate=20.0)
+    (plain,) = run_node("PTI_Decode", generator=G, latent=latent, truncation_psi=1.0, noise_mode="const")
+    (turned,) = run_node("PTI_Decode", generator=moved, latent=latent, truncation_psi=1.0, noise_mode="const")
+    assert plain.shape == turned.shape == (1, 64, 64, 3)
+    assert (plain - turned).abs().mean() > 0.02
+
+
 # ------------------------------------------------------------------------------------------ sampling, decoding
 
 

@@ -138,6 +138,24 @@ def test_widening_keeps_the_images_and_the_new_channels_can_learn():
         train_default_model.load_widened(narrow, wide.state_dict())
 
 
+def test_stylegan3_r_training_updates_magnitudes_and_exports_with_its_own_record(tmp_path):
+    from pti import stylegan3
+
+    state = tmp_path / "sg3.pt"
+    common = [*TINY, "--arch", "stylegan3-r", "--channel-base", "256", "--num-layers", "4", "--margin-size", "2"]
+    common += ["--state", str(state), "--minutes", "10", "--lr", "1e-2", "--ema-beta", "0.9"]
+    train_default_model.main([*common, "--max-iterations", "30"])
+    out = tmp_path / "stylegan3_r.safetensors"
+    train_default_model.main(["--state", str(state), "--export", str(out)])
+    G = load_generator(out)
+    assert isinstance(G, stylegan3.Generator) and G.config_name == "stylegan3-r" and G.z_dim == faces.NUM_PARAMETERS
+    magnitudes = [layer.magnitude_ema.item() for layer in G.synthesis.layers()]
+    assert all(m != 1.0 for m in magnitudes), "the training pass records each layer's input magnitude"
+    assert G.source_info["provenance"]["method"].startswith("stylegan3-r: ")
+    assert (tmp_path / "stylegan3_r_training.json").is_file() and (tmp_path / "stylegan3_r_samples.png").is_file()
+    assert not (tmp_path / "training.json").exists(), "the default model's record is not overwritten"
+
+
 def test_train_encoder_learns_and_saves_a_loadable_encoder_with_its_record(tmp_path):
     from pti.encoder import load_encoder
     from tools import train_encoder

@@ -36,7 +36,7 @@ def load(path: Path) -> dict:
 
 def test_there_are_workflows_for_each_use_case():
     names = {p.stem for p in WORKFLOW_FILES}
-    assert set(WORKFLOWS) == names and len(names) == 5
+    assert set(WORKFLOWS) == names and len(names) == 6
     assert (WORKFLOW_DIR / EXAMPLE_IMAGE).is_file(), "the example photo the workflows load must ship with the pack"
 
 
@@ -111,7 +111,9 @@ def test_widget_values_are_valid(path):
             problem = check_widget_value(widget, value)
             assert problem is None, f"{path.name}: {node['type']}.{widget.name}: {problem}"
         if node["type"] == "PTI_LoadStyleGAN":
-            assert values["model_name"] == "(embedded default)", "workflows must run on a fresh install"
+            embedded = pack_module("nodes.model").embedded_files()
+            assert values["model_name"] in embedded, "workflows must run on a fresh install"
+            assert embedded[values["model_name"]].is_file(), f"{path.name} needs {embedded[values['model_name']]}"
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)

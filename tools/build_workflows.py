@@ -3,7 +3,7 @@
 Run ``python tools/build_workflows.py`` after changing a node's inputs; ``tests/test_workflows.py`` checks the
 files against the nodes either way, and the tests take the example images' names and the workflow folder from here
 (``tools.build_workflows``). Widget values are spelled out here, so a file never depends on defaults that may
-change, and every workflow runs unchanged on a fresh install: the embedded model and the example image that ships
+change, and every workflow runs unchanged on a fresh install: the embedded models and the example image that ships
 next to the workflows (copy it into ComfyUI's ``input/`` folder).
 """
 
@@ -27,7 +27,7 @@ WORKFLOW_DIR = REPO_ROOT / "workflows"
 EXAMPLE_IMAGE = "pti_example_face.png"
 ALIGN_EXAMPLE_IMAGE = "pti_example_photo.jpg"
 
-# The two core nodes the workflows use, as ComfyUI 0.3.x declares them (nodes.py).
+# The core nodes the workflows use, as ComfyUI 0.3.x declares them (nodes.py).
 CORE_NODES = {
     "LoadImage": {
         "input": {"required": {"image": ([EXAMPLE_IMAGE, ALIGN_EXAMPLE_IMAGE], {"image_upload": True})}},
@@ -35,6 +35,11 @@ CORE_NODES = {
         "output_name": ["IMAGE", "MASK"],
     },
     "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": [], "output_name": []},
+    "ImageBatch": {
+        "input": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
+        "output": ["IMAGE"],
+        "output_name": ["IMAGE"],
+    },
 }
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 COLUMN_WIDTH, ROW_HEIGHT, GAP = 360, 90, 40
@@ -401,12 +406,45 @@ def encoder_warm_start(specs: dict) -> Graph:
     return graph
 
 
+def turn_and_move_stylegan3(specs: dict) -> Graph:
+    """The embedded StyleGAN3's faces as generated, and the same latents through a rotated and shifted input."""
+    graph = Graph(specs)
+    model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name="(embedded StyleGAN3)")
+    sample = graph.add("PTI_SampleLatent", 1, 0, seed=1, batch_size=4, truncation_psi=0.8)
+    graph.link(model, "generator", sample, "generator")
+    transform = graph.add("PTI_StyleGAN3Transform", 1, 3, translate_x=0.15, translate_y=0.0, rotate=20.0)
+    graph.link(model, "generator", transform, "generator")
+    plain = graph.add("PTI_Decode", 2, 0, title="As generated", truncation_psi=1.0, noise_mode="const")
+    graph.link(model, "generator", plain, "generator")
+    graph.link(sample, "latent", plain, "latent")
+    moved = graph.add(
+        "PTI_Decode", 2, 3, title="Turned 20 degrees, moved right", truncation_psi=1.0, noise_mode="const"
+    )
+    graph.link(transform, "generator", moved, "generator")
+    graph.link(sample, "latent", moved, "latent")
+    both = graph.add("ImageBatch", 3, 0)
+    graph.link(plain, "image", both, "image1")
+    graph.link(moved, "image", both, "image2")
+    save = graph.add("PTI_SaveImage", 4, 0, filename_prefix="PTI/stylegan3_turned", layout="grid", grid_columns=4)
+    graph.link(both, "IMAGE", save, "images")
+    graph.note(
+        "StyleGAN3 draws its picture from Fourier features whose grid the input transform can turn and shift, so "
+        "the same four latents come out rotated 20 degrees counter-clockwise and moved 0.15 of the width to the "
+        "right (top row: as generated, bottom row: transformed). Content moved in from outside the frame is "
+        "synthesised, not blank. Works after Pivotal Tune as well.",
+        0,
+        3,
+    )
+    return graph
+
+
 # File names are the template cards' titles in ComfyUI's template browser.
 INVERT_AND_RECONSTRUCT = "PTI 1 - Invert a photo and reconstruct it"
 INVERT_AND_SWEEP = "PTI 2 - Invert a photo and sweep an edit"
 GENERATE_AND_EDIT = "PTI 3 - Generate faces and edit them"
 ALIGN_EDIT_PASTE_BACK = "PTI 4 - Align a face, edit it, paste it back"
 ENCODER_WARM_START = "PTI 5 - Start from the encoder, then tune"
+TURN_AND_MOVE_STYLEGAN3 = "PTI 6 - Turn and move a StyleGAN3 face"
 
 WORKFLOWS = {
     INVERT_AND_RECONSTRUCT: invert_and_reconstruct,
@@ -414,6 +452,7 @@ WORKFLOWS = {
     GENERATE_AND_EDIT: generate_and_edit,
     ALIGN_EDIT_PASTE_BACK: align_edit_paste_back,
     ENCODER_WARM_START: encoder_warm_start,
+    TURN_AND_MOVE_STYLEGAN3: turn_and_move_stylegan3,
 }
 
 

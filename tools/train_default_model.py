@@ -14,6 +14,11 @@ The run is time-boxed (``--minutes`` of wall time, cosine learning-rate decay ov
 state file is written every ``--checkpoint-minutes`` and ``--resume`` continues from it. ``--export`` turns the
 state file into the shipped ``generator.safetensors`` (fp16) with ``w_avg`` measured over 10,000 z.
 
+``--arch stylegan3-r`` (or ``stylegan3-t``) trains the embedded StyleGAN3 the same way (``--num-layers``,
+``--margin-size``, ``--filter-size`` size it); the training pass updates each layer's input magnitude EMA and the
+EMA generator copies those buffers. Exporting to a file not named ``generator.safetensors`` writes the record and
+samples next to it as ``<stem>_training.json`` and ``<stem>_samples.png`` (docs/stylegan3.md has the command).
+
 ``--init STATE`` starts a new stage (fresh optimiser and schedule) from the EMA weights of an earlier state, for
 example after a change to the renderer; with a larger ``--channel-base``/``--channel-max`` than that state's, the
 generator is widened without changing its images (:func:`load_widened`). Each state carries the stages it was built
@@ -41,6 +46,7 @@ import torch.nn.functional as F
 if __name__ == "__main__":  # run as a script: pti/ is importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pti import stylegan3  # noqa: E402
 from pti.networks import Generator, clone_generator  # noqa: E402
 from pti.synthetic import faces  # noqa: E402
 from tools.provenance import portable  # noqa: E402
@@ -50,8 +56,29 @@ log = logging.getLogger("train_default_model")
 W_AVG_SAMPLES = 10_000
 
 
-def build_generator(args: argparse.Namespace) -> Generator:
-    """The default model's architecture: NVIDIA's StyleGAN2 (skip generator), sized for CPU training."""
+ARCHITECTURES = ("stylegan2", "stylegan3-r", "stylegan3-t")
+
+
+def build_generator(args: argparse.Namespace) -> Generator | stylegan3.Generator:
+    """The default model's architecture, NVIDIA's StyleGAN2 (skip generator), or with ``--arch stylegan3-r``/``-t``
+    NVIDIA's StyleGAN3 (config R: 1x1 convolutions and radial filters; config T: 3x3), sized for CPU training."""
+    if getattr(args, "arch", "stylegan2") != "stylegan2":
+        config = dict(conv_kernel=1, use_radial_filters=True) if args.arch == "stylegan3-r" else {}
+        return stylegan3.Generator(
+            z_dim=faces.NUM_PARAMETERS,
+            c_dim=0,
+            w_dim=args.w_dim,
+            img_resolution=args.resolution,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=args.mapping_layers, lr_multiplier=args.mapping_lr_multiplier),
+            channel_base=args.channel_base,
+            channel_max=args.channel_max,
+            num_layers=args.num_layers,
+            num_critical=2,
+            margin_size=args.margin_size,
+            filter_size=args.filter_size,
+            **config,
+        )
     G = Generator(
         z_dim=faces.NUM_PARAMETERS,
         c_dim=0,
@@ -113,10 +140,18 @@ def learning_rate(args: argparse.Namespace, wall_seconds: float, iteration: int)
 
 
 @torch.no_grad()
-def update_ema(G_ema: Generator, G: Generator, beta: float) -> None:
-    """Move every EMA weight a ``1 - beta`` step towards the trained weight."""
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """Move every EMA weight a ``1 - beta`` step towards the trained weight; buffers (StyleGAN3's input magnitudes,
+    which the training pass updates) are copied, as NVIDIA does."""
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
         p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def training_kwargs(G: torch.nn.Module) -> dict:
+    """Extra arguments of a training forward pass: StyleGAN3 keeps each layer's input magnitude up to date."""
+    return dict(update_emas=True) if isinstance(G, stylegan3.Generator) else {}
 
 
 def update_running(running: dict[str, float], losses: dict[str, torch.Tensor]) -> None:
@@ -142,7 +177,7 @@ def finished(args: argparse.Namespace, wall_seconds: float, iteration: int) -> b
 
 def state_settings(state: dict) -> dict:
     """The command-line settings a state was trained with (states older than the option used StyleGAN's 0.01)."""
-    return {"mapping_lr_multiplier": 0.01, **json.loads(state["settings"])}
+    return {"mapping_lr_multiplier": 0.01, "arch": "stylegan2", **json.loads(state["settings"])}
 
 
 @torch.no_grad()
@@ -189,8 +224,15 @@ def earlier_stages(state: dict) -> list[dict]:
     init = settings.get("init")
     if not init or settings.get("adversarial") or not Path(init).exists():
         return []
-    source = torch.load(init, map_location="cpu", weights_only=True)
+    source = read_state(init)
     return earlier_stages(source) + [stage_record(source)]
+
+
+def read_state(path: str | Path) -> dict:
+    """A state file written by ``save_state``, read by the project's restricted unpickler (no code can run)."""
+    from pti.checkpoints import read_torch_file
+
+    return read_torch_file(path)
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -226,7 +268,7 @@ def train(args: argparse.Namespace) -> None:
     iteration, images_seen, wall_seconds = 0, 0, 0.0
     stages: list[dict] = []
     if args.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = read_state(state_path)
         G.load_state_dict(state["G"])
         G_ema.load_state_dict(state["G_ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -240,7 +282,7 @@ def train(args: argparse.Namespace) -> None:
             wall_seconds / 60,
         )
     elif args.init:  # a second stage: the weights of another state, a fresh optimiser and schedule
-        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        state = read_state(args.init)
         widened = load_widened(G, state["G_ema"])
         if widened:
             log.info("widened %d tensors of %s to channel_base %d", len(widened), args.init, args.channel_base)
@@ -272,6 +314,7 @@ def train(args: argparse.Namespace) -> None:
         log.info("checkpoint written to %s", state_path)
 
     G.train()
+    forward_kwargs = training_kwargs(G)
     started = time.time() - wall_seconds
     last_checkpoint = time.time()
     running: dict[str, float] = {}
@@ -285,7 +328,7 @@ def train(args: argparse.Namespace) -> None:
         )
         with torch.no_grad():
             target = faces.render_from_z(z, args.resolution)
-        fake = G(z, noise_mode="const")
+        fake = G(z, noise_mode="const", **forward_kwargs)
         losses = {"l1": F.l1_loss(fake, target), "edge": edge_loss(fake, target)}
         total = args.l1_weight * losses["l1"] + args.edge_weight * losses["edge"]
         if args.feature_weight > 0:
@@ -333,7 +376,7 @@ def train_adversarial(args: argparse.Namespace) -> None:
     state_path = Path(args.state)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     resume = args.resume and state_path.exists()
-    source = torch.load(state_path if resume else args.init, map_location="cpu", weights_only=True)
+    source = read_state(state_path if resume else args.init)
     settings = state_settings(source)
     G = build_generator(argparse.Namespace(**settings))
     G.load_state_dict(source["G_ema"] if not resume else source["G"])
@@ -430,17 +473,25 @@ def measure_w_avg(G: Generator, samples: int = W_AVG_SAMPLES, seed: int = 2024) 
     return G.mapping(z, None, truncation_psi=1.0)[:, 0].mean(0)
 
 
+def companion(out: Path, name: str) -> Path:
+    """A file written next to an exported generator: ``training.json`` beside the default ``generator.safetensors``,
+    ``<stem>_training.json`` beside any other (so a second shipped model keeps its own record)."""
+    return out.with_name(name if out.stem == "generator" else f"{out.stem}_{name}")
+
+
 def export(args: argparse.Namespace) -> None:
     from pti.atomic import write_atomically
     from pti.checkpoints import save_generator
 
-    state = torch.load(args.state, map_location="cpu", weights_only=True)
+    state = read_state(args.state)
     settings = state_settings(state)
     G = build_generator(argparse.Namespace(**settings))
     G.load_state_dict(state["G_ema"])
     G.eval().requires_grad_(False)
     G.mapping.w_avg.copy_(measure_w_avg(G))
     method = "supervised reproduction of pti.synthetic.faces.render_from_z(z): L1 + LPIPS(alex) + edge L1, EMA weights"
+    if settings["arch"] != "stylegan2":
+        method = f"{settings['arch']}: {method}"
     if "adversarial_iteration" in state:
         method += (
             f"; then an adversarial fine-tune ({state['adversarial_iteration']} iterations, "
@@ -464,10 +515,10 @@ def export(args: argparse.Namespace) -> None:
     )
     out = Path(args.export)
     save_generator(G, out, fp16=True, provenance=provenance)
-    save_comparison_grid(G, out.with_name("samples.png"), settings["resolution"], pairs=3)
+    save_comparison_grid(G, companion(out, "samples.png"), settings["resolution"], pairs=3)
     record = dict(provenance, parameters=G.num_parameters(), file_mb=round(out.stat().st_size / 2**20, 2))
     text = json.dumps(record, indent=2) + "\n"
-    write_atomically(out.with_name("training.json"), lambda tmp: tmp.write_text(text))
+    write_atomically(companion(out, "training.json"), lambda tmp: tmp.write_text(text))
     log.info("exported %s (%d iterations, %d images)", out, state["iteration"], state["images_seen"])
 
 
@@ -489,6 +540,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="StyleGAN's 0.01 keeps the mapping network nearly frozen over a short supervised run; 1 lets it learn",
     )
+    p.add_argument("--arch", choices=ARCHITECTURES, default="stylegan2", help="generator family and config")
+    p.add_argument("--num-layers", type=int, default=6, help="StyleGAN3 synthesis layers (ToRGB not counted)")
+    p.add_argument("--margin-size", type=int, default=4, help="StyleGAN3 border pixels computed outside the image")
+    p.add_argument("--filter-size", type=int, default=4, help="StyleGAN3 low-pass taps per (lower) sample")
     p.add_argument("--channel-base", type=int, default=1024)
     p.add_argument("--channel-max", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)

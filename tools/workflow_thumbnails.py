@@ -28,6 +28,7 @@ INPUTS = {
     build_workflows.GENERATE_AND_EDIT: None,
     build_workflows.ALIGN_EDIT_PASTE_BACK: "pti_example_photo.jpg",
     build_workflows.ENCODER_WARM_START: "pti_example_face.png",
+    build_workflows.TURN_AND_MOVE_STYLEGAN3: None,
 }
 
 
