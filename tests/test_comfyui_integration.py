@@ -30,6 +30,7 @@ from tools.build_workflows import (
     EXAMPLE_IMAGE,
     INVERT_AND_RECONSTRUCT,
     INVERT_AND_SWEEP,
+    TURN_AND_MOVE_STYLEGAN3,
     WORKFLOW_DIR,
 )
 from tools.comfy_workflow import ui_to_api
@@ -197,12 +198,17 @@ def _run(server: ComfyServer, workflow: dict, object_info: dict) -> dict:
     raise AssertionError(f"workflow did not finish in {WORKFLOW_TIMEOUT_S}s:\n{server.log_tail()}")
 
 
-def _saved_pngs(server: ComfyServer, entry: dict, workflow: dict) -> list[Path]:
-    savers = {str(n["id"]) for n in workflow["nodes"] if n["type"] == "PTI_SaveImage"}
+def _saved_pngs(server: ComfyServer, entry: dict, workflow: dict) -> list[tuple[Path, bool]]:
+    """Every PNG the workflow's Save Image (PTI) nodes wrote, and whether that node had a latent (so a recipe)."""
+    savers = {
+        str(n["id"]): any(i["name"] == "latent" and i.get("link") is not None for i in n.get("inputs", []))
+        for n in workflow["nodes"]
+        if n["type"] == "PTI_SaveImage"
+    }
     paths = []
-    for node_id in savers:
+    for node_id, has_latent in savers.items():
         for item in entry["outputs"][node_id]["images"]:
-            paths.append(server.output_dir / item["subfolder"] / item["filename"])
+            paths.append((server.output_dir / item["subfolder"] / item["filename"], has_latent))
     return paths
 
 
@@ -214,14 +220,16 @@ def test_workflow_runs_in_comfyui(server, object_info, path):
     elapsed = time.monotonic() - started
     pngs = _saved_pngs(server, entry, workflow)
     assert pngs, "the workflow saved no image"
-    for png in pngs:
+    for png, has_latent in pngs:
         assert png.is_file(), png
         with Image.open(png) as picture:
             pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
-            recipe = json.loads(picture.text["pti_recipe"])
             assert json.loads(picture.text["workflow"])["nodes"], "the workflow is embedded like Save Image does"
+            if has_latent:
+                recipe = json.loads(picture.text["pti_recipe"])
+                assert recipe["rows"] and recipe["generator_hash"]
         assert pixels.std() > 0.02, f"{png.name} is blank"
-        assert recipe["rows"] and recipe["generator_hash"]
+    pngs = [png for png, _ in pngs]
     print(f"{path.stem}: {elapsed:.1f}s, saved {[p.name for p in pngs]}")
     keep = os.environ.get("PTI_INTEGRATION_OUTPUTS")  # a folder to copy the outputs to, for looking at them
     if keep:
@@ -272,7 +280,20 @@ def _check_sweep_moves(server: ComfyServer, entry: dict, workflow: dict, pngs: l
     assert np.abs(first - last).mean() > 0.03
 
 
+def _check_turn_and_move(server: ComfyServer, entry: dict, workflow: dict, pngs: list[Path]) -> None:
+    """Workflow 6: the transformed row (bottom) is not the untransformed one (top)."""
+    (grid_png,) = pngs
+    with Image.open(grid_png) as picture:
+        grid = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+    top, bottom = np.array_split(grid, 2, axis=0)
+    rows = min(len(top), len(bottom))
+    change = np.abs(top[:rows] - bottom[:rows]).mean()
+    print(f"StyleGAN3 transform: mean change between the rows {change:.4f}")
+    assert change > 0.03
+
+
 EXTRA_CHECKS = {
     INVERT_AND_RECONSTRUCT: _check_reconstruction,
     INVERT_AND_SWEEP: _check_sweep_moves,
+    TURN_AND_MOVE_STYLEGAN3: _check_turn_and_move,
 }
