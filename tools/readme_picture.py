@@ -1,4 +1,5 @@
-"""Writes the README's opening picture: the main job on the example photo, then two edits decoded by G'.
+"""Writes the README's opening picture: the main job on the example photo (as the CLI runs it: from the shipped
+encoder), then two edits decoded by G'.
 
 ``python tools/readme_picture.py [--photo workflows/pti_example_face.png] [--out docs/images/main_job.png]``
 
@@ -29,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     G = pti.load_generator()
-    result = invert(G, args.photo)
+    result = invert(G, args.photo, init=pti.load_encoder(None, "cpu"))  # the CLI's default start: the shipped encoder
     directions = pti.default_directions()
     edits = [
         synthesize(result.tuned, pti.apply_direction(result.pivot, directions[name], 3.0))
