@@ -212,7 +212,7 @@ def available_detectors(store: WeightStore | None = None) -> list[str]:
         found.append("mtcnn")
     if _dlib_model_path() is not None:
         found.append("dlib")
-    if _yunet_weights_path() is not None:
+    if _yunet_weights_path(store) is not None:
         found.append("kornia")
     return found
 
@@ -329,22 +329,16 @@ def _faces_dlib(image: torch.Tensor, store: WeightStore | None = None) -> list[m
     return sorted(faces, key=lambda face: -face.area)
 
 
-def _yunet_search_dirs() -> list[Path]:
-    dirs = [Path(torch.hub.get_dir()) / "checkpoints"]
-    return dirs
-
-
-def _yunet_weights_path() -> Path | None:
+def _yunet_weights_path(store: WeightStore | None = None) -> Path | None:
+    """``$PTI_YUNET_WEIGHTS``, else ``yunet_final.pth`` on the weight store's search path (kornia installed)."""
     explicit = os.environ.get("PTI_YUNET_WEIGHTS")
-    candidates = [Path(explicit)] if explicit else [d / _YUNET_WEIGHTS_NAME for d in _yunet_search_dirs()]
-    for path in candidates:
-        if path.is_file():
-            try:
-                import kornia.contrib  # noqa: F401
-            except ImportError:
-                return None
-            return path
-    return None
+    if explicit:
+        path = Path(explicit) if os.path.isfile(explicit) else None
+    else:
+        path = (store or WeightStore()).find(_YUNET_WEIGHTS_NAME)
+    if path is None or importlib.util.find_spec("kornia") is None:
+        return None
+    return path
 
 
 _YUNET_CACHE: dict[str, Any] = {}
@@ -370,10 +364,11 @@ def _load_yunet(path: Path) -> torch.nn.Module:
 def _faces_kornia(
     image: torch.Tensor, store: WeightStore | None = None, score_threshold: float = 0.6, max_side: int = 640
 ) -> list[mtcnn.Face]:
-    path = _yunet_weights_path()
+    path = _yunet_weights_path(store)
     if path is None:
         raise DetectorUnavailableError(
-            f"kornia's face detector needs its weights file '{_YUNET_WEIGHTS_NAME}' in {_yunet_search_dirs()[0]} "
+            f"kornia's face detector needs its weights file '{_YUNET_WEIGHTS_NAME}' in "
+            f"{(store or WeightStore()).target_dir} "
             "(or a path in the PTI_YUNET_WEIGHTS environment variable); it is downloaded on first use by kornia"
         )
     from kornia.color import rgb_to_bgr
