@@ -54,6 +54,7 @@ def invert(
     stage_progress: StageProgress | None = None,
     cancel: CancelFn | None = None,
     init: Latent | torch.nn.Module | None = None,
+    tuning_options: dict[str, Any] | None = None,
 ) -> InversionResult:
     """Project ``image`` (one photo; see ``project`` for accepted types), tune G around the pivot, measure both.
 
@@ -62,7 +63,8 @@ def invert(
     ``stage_progress(stage, total_steps)`` may return a progress callback for ``"projection"`` and ``"tuning"``.
     ``init``: where projection starts: an encoder (``pti.load_encoder``; run once on the photo) or a ``Latent``
     (a saved pivot, the previous frame); it then takes the preset's ``init_steps`` unless ``steps_pivot`` is given,
-    and ``steps_pivot=0`` skips optimisation (encoder-only pivot).
+    and ``steps_pivot=0`` skips optimisation (encoder-only pivot). ``tuning_options``: other fields of
+    ``TuningSettings`` to override (e.g. ``{"edit_consistency": 0}``).
     """
     device = next(G.parameters()).device
     target = as_targets(image, G.img_resolution, device)
@@ -85,8 +87,7 @@ def invert(
     projected = time.perf_counter()
     tuned = pivotal_tune(
         G, GeneratorImages(target), pivot, steps=steps_tune, target_psnr=target_psnr, locality=locality, seed=seed,
-        preset=preset,
-        progress=callback("tuning", tune_steps), cancel=cancel,
+        preset=preset, progress=callback("tuning", tune_steps), cancel=cancel, **(tuning_options or {}),
     )  # fmt: skip
     finished = time.perf_counter()
 

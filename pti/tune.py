@@ -70,6 +70,9 @@ class TuningSettings:
     locality_lpips_weight: float = 0.1  # Weight of LPIPS(G(w_r), G'(w_r)).
     locality_every: int = 1  # Apply the regulariser every N steps.
     locality_samples: int = 1  # Sampled latents per regularisation step.
+    edit_consistency: float = 0.0  # Weight of the edit-consistency term (0 = off): edits keep the photo's detail.
+    edit_radius: float = 3.0  # Largest distance from the pivot (w units, every layer) of its sampled edits.
+    edit_samples: int = 2  # Sampled edits per step.
     rank: int = 0  # 0: tune every weight (reference). r > 0: tune weight matrices as base + U·V of rank r (LoRA).
     batch_size: int = 4  # Images rendered per forward pass when tuning several at once.
     preview_every: int = 25  # Send a preview to ``progress`` every N steps (and at the last one).
@@ -83,8 +86,10 @@ class TuningSettings:
             raise ValueError(f"rank must be >= 0, got {self.rank}")
         if self.lpips_threshold < 0 or self.target_psnr < 0:
             raise ValueError("lpips_threshold and target_psnr must be >= 0 (0 turns the rule off)")
-        if self.batch_size < 1 or self.locality_every < 1 or self.locality_samples < 1:
-            raise ValueError("batch_size, locality_every and locality_samples must be >= 1")
+        if self.batch_size < 1 or self.locality_every < 1 or self.locality_samples < 1 or self.edit_samples < 1:
+            raise ValueError("batch_size, locality_every, locality_samples and edit_samples must be >= 1")
+        if self.edit_consistency < 0 or self.edit_radius <= 0:
+            raise ValueError("edit_consistency must be >= 0 and edit_radius > 0")
 
 
 TUNING_PRESETS: dict[str, TuningSettings] = {
@@ -186,6 +191,7 @@ def pivotal_tune(
         lpips_model = load_lpips(settings.lpips_net, device)
         to_targets = LpipsToTargets(lpips_model, targets)  # the photos' features, once
         rng = torch.Generator().manual_seed(seed + 1)
+        residuals = _residuals(base, pivot_ws, targets, settings)
 
         losses: dict[str, float] = {}
         per_image_lpips = torch.full((targets.shape[0],), float("inf"))
@@ -205,6 +211,8 @@ def pivotal_tune(
             if _close_enough(per_image_lpips, per_image_psnr, settings) or step == settings.steps:
                 _report(progress, step, settings, losses, first_render, final=True)
                 break
+            if residuals is not None:
+                losses["edit"] = _edit_consistency_step(base, synthesis, pivot_ws, residuals, settings, rng)
             if settings.locality and step % settings.locality_every == 0:
                 losses["locality"] = _locality_step(base, synthesis, pivot_ws, lpips_model, settings, rng)
             optimizer.step()
@@ -305,5 +313,46 @@ def _locality_step(
     mse = F.mse_loss(after, before)
     lpips_value = lpips_model(after, before).mean()
     loss = settings.locality_mse_weight * mse + settings.locality_lpips_weight * lpips_value
+    loss.backward()
+    return float(loss.detach())
+
+
+def _residuals(base: Generator, pivot_ws: torch.Tensor, targets: torch.Tensor, settings: TuningSettings):
+    """What the base generator cannot draw at each pivot (photo − G(pivot)), for the edit-consistency term."""
+    if not settings.edit_consistency:
+        return None
+    with torch.no_grad():
+        renders = torch.cat([base.synthesis(ws, noise_mode="const") for ws in pivot_ws.split(settings.batch_size)])
+    return targets - renders
+
+
+def _edit_consistency_step(
+    base: Generator,
+    tuned: _TunableSynthesis,
+    pivot_ws: torch.Tensor,
+    residuals: torch.Tensor,
+    settings: TuningSettings,
+    rng: torch.Generator,
+) -> float:
+    """Accumulate gradients of the edit-consistency term and return its value.
+
+    Near the pivot, an edit must change G' as it changes G and keep what G cannot draw: for a latent moved from a
+    pivot along the difference of two mapped samples (every layer, a random distance up to ``edit_radius``),
+    G'(w_e) is pulled towards G(w_e) + (photo − G(pivot)). Without it, the tuned generator draws the photo's detail
+    only at the pivot itself and loses it under the smallest edit.
+    """
+    device = pivot_ws.device
+    count = settings.edit_samples
+    z = torch.randn(2 * count, base.z_dim, generator=rng).to(device)
+    pivot_index = torch.randint(pivot_ws.shape[0], (count,), generator=rng).to(device)
+    distance = (torch.rand(count, generator=rng) * settings.edit_radius).to(device).view(-1, 1, 1)
+    with torch.no_grad():
+        w = base.mapping(z, None)[:, :1]
+        direction = w[:count] - w[count:]
+        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
+        w_edit = pivot_ws[pivot_index] + distance * direction
+        target = base.synthesis(w_edit, noise_mode="const") + residuals[pivot_index]
+    after = tuned(w_edit, noise_mode="const")
+    loss = settings.edit_consistency * F.mse_loss(after, target)
     loss.backward()
     return float(loss.detach())

@@ -13,10 +13,14 @@ generator's output.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..ops import normalize_2nd_moment
+
+if TYPE_CHECKING:
+    from .details import Detail
 
 ATTRIBUTE_NAMES: tuple[str, ...] = (
     "skin_tone",  # light -> dark
@@ -89,18 +93,25 @@ def render_from_z(z: torch.Tensor, resolution: int = 64) -> torch.Tensor:
     return render(params_from_z(z), resolution)
 
 
-def render(params: torch.Tensor, resolution: int = 64) -> torch.Tensor:
-    """Render parameters ``[N, P]`` in ``[0, 1]`` to images ``[N, 3, R, R]`` in ``[-1, 1]`` (differentiable)."""
+def render(params: torch.Tensor, resolution: int = 64, detail: Detail | None = None) -> torch.Tensor:
+    """Render parameters ``[N, P]`` in ``[0, 1]`` to images ``[N, 3, R, R]`` in ``[-1, 1]`` (differentiable).
+
+    ``detail`` paints identity detail the default generator never saw (``pti.synthetic.details``) on every face,
+    in the head's own coordinates, so it moves, turns and hides with the head as the other features do.
+    """
     _check_columns(params, "params")
     if resolution < 16:
         raise ValueError(f"resolution must be at least 16 pixels, got {resolution}")
-    images = [_render_chunk(chunk, resolution) for chunk in params.split(RENDER_CHUNK)]
+    chunks = range(0, params.shape[0], RENDER_CHUNK)
+    images = [
+        _render_chunk(params[i : i + RENDER_CHUNK], resolution, detail and detail.rows(i, RENDER_CHUNK)) for i in chunks
+    ]
     return torch.cat(images) if len(images) != 1 else images[0]
 
 
-def _render_chunk(params: torch.Tensor, resolution: int) -> torch.Tensor:
+def _render_chunk(params: torch.Tensor, resolution: int, detail: Detail | None) -> torch.Tensor:
     p = {name: params[:, i].float().clamp(0, 1).view(-1, 1, 1, 1) for i, name in enumerate(ATTRIBUTE_NAMES)}
-    return _Scene(p, resolution, params.device).draw() * 2.0 - 1.0
+    return _Scene(p, resolution, params.device, detail).draw() * 2.0 - 1.0
 
 
 def _check_columns(x: torch.Tensor, name: str) -> None:
@@ -153,8 +164,9 @@ def _box_sdf(x: torch.Tensor, y: torch.Tensor, hx, hy, corner) -> torch.Tensor:
 class _Scene:
     """One batch of faces being composited back to front (background, shoulders, hair, head, features)."""
 
-    def __init__(self, p: dict[str, torch.Tensor], resolution: int, device: torch.device):
+    def __init__(self, p: dict[str, torch.Tensor], resolution: int, device: torch.device, detail: Detail | None):
         self.p = p
+        self.detail = detail
         self.pixel = 2.0 / resolution
         self.soft = 0.55 * self.pixel
         axis = (torch.arange(resolution, device=device, dtype=torch.float32) + 0.5) * self.pixel - 1.0
@@ -204,6 +216,8 @@ class _Scene:
         img = self.neck(img)
         img = self.ears(img)
         img = self.face(img)
+        if self.detail is not None:
+            img = self.detail.draw(self, img)
         img = self.hair_front(img)
         img = self.eyes(img)
         img = self.nose(img)
@@ -271,7 +285,9 @@ class _Scene:
         ry = self.ry * (1.0 + 0.20 * jaw * (self.y > 0))  # a pointed chin is also a longer one
         nx, ny = (self.x / rx).clamp(-1, 1), (self.y / ry).clamp(-1, 1)
         sdf = _ellipse_sdf(self.x, self.y, rx, ry)
+        self.face_alpha = self.alpha(sdf)
         shade = self.lambert(nx * 0.9 - 0.25 * self.yaw, ny * 0.8)
+        self.face_shade = shade
         raised = self.smile.clamp(min=0.0)  # a smile lifts and flushes the cheeks
         cheek_y = self.ry * (0.25 - 0.10 * raised)
         cheeks = torch.zeros_like(self.x)
