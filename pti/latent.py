@@ -22,6 +22,7 @@ from safetensors import safe_open
 
 from .checkpoints import write_safetensors
 from .hashing import generator_hash
+from .lineage import LINEAGE_ATTRIBUTE, generator_lineage, mark_derived  # noqa: F401 (re-exported)
 from .networks import Generator
 from .runtime import device_of
 
@@ -179,21 +180,6 @@ def synthesize(G: Generator, latent: Latent, use_noises: bool = False, noise_mod
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Lineage: which generators a latent may drive
-
-# Hashes of the generators a generator derives from (tuned -> base), recorded on generators made from another one.
-LINEAGE_ATTRIBUTE = "pti_lineage"
-
-
-def generator_lineage(G: torch.nn.Module) -> list[str]:
-    """This generator's hash followed by the hashes of the generators it was tuned from."""
-    own = generator_hash(G)
-    return [own] + [h for h in getattr(G, LINEAGE_ATTRIBUTE, ()) if h != own]
-
-
-def mark_derived(tuned: torch.nn.Module, base: torch.nn.Module) -> torch.nn.Module:
-    """Record on a NEW generator that it derives from ``base`` (and its ancestors); returns ``tuned``."""
-    setattr(tuned, LINEAGE_ATTRIBUTE, tuple(generator_lineage(base)))
-    return tuned
 
 
 def latent_lineage(latent: Latent) -> set[str]:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from . import ops
+from .lineage import mark_derived
 from .networks import FullyConnectedLayer
 
 #: ``Generator`` keyword arguments this module understands (NVIDIA's names), with the bounds a checkpoint may use.
@@ -631,9 +632,8 @@ def set_transform(G: Generator, translate: Sequence[float] = (0.0, 0.0), rotate:
     """A NEW generator equal to ``G`` but rendering its images translated and rotated (``G`` is not modified).
 
     Only the ``synthesis.input.transform`` buffer changes, so every latent, pivot, direction and tuning of ``G``
-    applies unchanged; the result records ``G`` as its origin (``pti.latent.mark_derived``).
+    applies unchanged; the result records ``G`` as its origin (``pti.lineage.mark_derived``).
     """
-    from .latent import mark_derived  # lazy: latent imports networks, not this module
 
     if not isinstance(G, Generator):
         raise TypeError(f"translation and rotation need a StyleGAN3 generator, got {type(G).__name__}")
