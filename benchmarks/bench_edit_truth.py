@@ -123,11 +123,7 @@ def measure_face(G, face: edit_truth.Face, directions: dict, methods: dict[str, 
         for name, (latent, model, _) in inverted.items():
             edited = synthesize(model, apply_direction(latent, direction, strength)).cpu()
             shown.append(edited)
-            entry[name] = {
-                "gain_in": float(edit_truth.region_psnr(edited, after, mask)) - entry["no_edit_in"],
-                "psnr_out": float(edit_truth.region_psnr(edited, after, ~mask)),
-                "psnr_all": float(edit_truth.region_psnr(edited, after, torch.ones_like(mask))),
-            }
+            entry[name] = edit_truth.edit_scores(edited, before, after, plain_after)
         row["directions"][direction_name] = entry
         pictures[direction_name] = shown
     return row, pictures
@@ -145,7 +141,7 @@ def summarise(rows: list[dict], directions: list[str], methods: list[str]) -> di
         entries = [r["directions"][d] for r in rows]
         item = {"in_domain_gain": mean([e["in_domain_gain"] for e in entries])}
         for m in methods:
-            item[m] = {k: mean([e[m][k] for e in entries]) for k in ("gain_in", "psnr_out", "psnr_all")}
+            item[m] = {k: mean([e[m][k] for e in entries]) for k in ("gain_in", "psnr_out", "psnr_detail", "psnr_all")}
             item[m]["gain_ratio"] = item[m]["gain_in"] / item["in_domain_gain"] if item["in_domain_gain"] else 0.0
         summary["directions"][d] = item
     return summary
@@ -156,8 +152,11 @@ def print_table(summary: dict, methods: list[str], title: str) -> None:
     print("| direction | in-domain gain | " + " | ".join(f"{m} gain (ratio) / out / all" for m in methods) + " |")
     print("|---|---|" + "---|" * len(methods))
     for d, item in summary["directions"].items():
-        cells = [f"{item[m]['gain_in']:+.2f} ({item[m]['gain_ratio']:.2f}) / {item[m]['psnr_out']:.1f} / "
-                 f"{item[m]['psnr_all']:.1f}" for m in methods]  # fmt: skip
+        cells = [
+            f"{item[m]['gain_in']:+.2f} ({item[m]['gain_ratio']:.2f}) / {item[m]['psnr_out']:.1f} / "
+            f"{item[m]['psnr_detail']:.1f} / {item[m]['psnr_all']:.1f}"
+            for m in methods
+        ]
         print(f"| {d} | {item['in_domain_gain']:+.2f} | " + " | ".join(cells) + " |")
 
 

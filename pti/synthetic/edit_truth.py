@@ -97,3 +97,19 @@ def fit_strength(
         images = torch.cat([G.synthesis(chunk, noise_mode="const") for chunk in ws.split(16)])
     errors = (images - target.to(images)).square().flatten(1).mean(1)
     return float(strengths[int(errors.argmin())])
+
+
+def edit_scores(edited: torch.Tensor, before: torch.Tensor, after: torch.Tensor, plain_after: torch.Tensor) -> dict:
+    """How close an edited image is to the true edit ``after`` of ``before`` (dB): ``gain_in``, the PSNR gained inside
+    the edit region over leaving the face unedited; ``psnr_out`` outside it; ``psnr_detail`` on the detail's own
+    pixels outside it (where ``after`` differs from ``plain_after``, the same edit without the detail: what must
+    survive); ``psnr_all`` over the whole image."""
+    mask = edit_region(before, after)
+    detail_kept = edit_region(plain_after, after) & ~mask
+    no_edit_in = region_psnr(before, after, mask)
+    return {
+        "gain_in": float(region_psnr(edited, after, mask) - no_edit_in),
+        "psnr_out": float(region_psnr(edited, after, ~mask)),
+        "psnr_detail": float(region_psnr(edited, after, detail_kept)),
+        "psnr_all": float(region_psnr(edited, after, torch.ones_like(mask))),
+    }
