@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pti.checkpoints import load_generator  # noqa: E402
 from pti.directions import default_directions  # noqa: E402
-from pti.edit import apply_direction  # noqa: E402
 from pti.encoder import load_encoder  # noqa: E402
 from pti.image import GeneratorImages, make_comparison, save_image  # noqa: E402
 from pti.latent import Latent, synthesize  # noqa: E402
@@ -90,7 +89,6 @@ def measure_face(G, face: edit_truth.Face, directions: dict, methods: dict[str, 
     """Every method on one face: reconstruction, and per direction the in-region gain, outside and overall PSNR."""
     device = next(G.parameters()).device
     photo = face.photo.to(device)
-    w_true = _true_latent(G, face).ws
     inverted, cache = {}, {}
     for name, method in methods.items():
         started = time.perf_counter()
@@ -103,29 +101,11 @@ def measure_face(G, face: edit_truth.Face, directions: dict, methods: dict[str, 
         recon_psnr = float(edit_truth.region_psnr(recon, face.photo, everywhere))
         row["methods"][name] = {"recon": recon_psnr, "seconds": round(seconds, 2)}
     pictures = {}
-    for direction_name in directions:
-        direction = directions[direction_name]
-        plain_before, plain_after = edit_truth.true_edit(face, direction_name, with_detail=False)
-        before, after = edit_truth.true_edit(face, direction_name)
-        strength = edit_truth.fit_strength(G, w_true, direction.vector, plain_after.to(device))
-        plain_mask = edit_truth.edit_region(plain_before, plain_after)
-        mask = edit_truth.edit_region(before, after)
-        with torch.no_grad():
-            in_domain = G.synthesis(apply_direction(w_true, direction, strength), noise_mode="const").cpu()
-        entry = {
-            "strength": strength,
-            "region_fraction": float(mask.float().mean()),
-            "in_domain_gain": float(edit_truth.region_psnr(in_domain, plain_after, plain_mask)
-                                    - edit_truth.region_psnr(plain_before, plain_after, plain_mask)),
-            "no_edit_in": float(edit_truth.region_psnr(before, after, mask)),
-        }  # fmt: skip
-        shown = [face.photo, after]
-        for name, (latent, model, _) in inverted.items():
-            edited = synthesize(model, apply_direction(latent, direction, strength)).cpu()
-            shown.append(edited)
-            entry[name] = edit_truth.edit_scores(edited, before, after, plain_after)
-        row["directions"][direction_name] = entry
-        pictures[direction_name] = shown
+    models = {name: (latent, model) for name, (latent, model, _) in inverted.items()}
+    for direction_name, direction in directions.items():
+        row["directions"][direction_name], pictures[direction_name] = edit_truth.score_direction(
+            G, face, direction, models
+        )
     return row, pictures
 
 
@@ -190,9 +170,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"platform": platform.platform(), "torch": torch.__version__, "args": vars(args), "kinds": {}}
-    for k, kind in enumerate(args.kinds.split(",")):
+    for kind in args.kinds.split(","):
         rows, grid = [], []
-        for face in edit_truth.held_out_faces(args.faces, kind, args.seed + 1000 * k, G.img_resolution):
+        seed = args.seed + 1000 * DETAIL_KINDS.index(kind)  # a kind's faces do not depend on the --kinds order
+        for face in edit_truth.held_out_faces(args.faces, kind, seed, G.img_resolution):
             row, pictures = measure_face(G, face, directions, methods)
             rows.append(row)
             if len(grid) < 2 * len(directions):

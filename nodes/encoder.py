@@ -13,7 +13,8 @@ import torch
 
 from ..pti.encoder import DEFAULT_ENCODER, Encoder, load_encoder
 from ..pti.hashing import state_dict_hash
-from ..pti.latent import Latent, generator_lineage
+from ..pti.latent import Latent
+from ..pti.lineage import generator_lineage
 from ..pti.memory import inference_bytes
 from . import common, managed_models
 from .model import decode_latent

@@ -6,7 +6,8 @@ import dataclasses
 
 import torch
 
-from ..pti.latent import check_latent_fits, generator_lineage
+from ..pti.latent import check_latent_fits
+from ..pti.lineage import generator_lineage
 from ..pti.memory import optimisation_bytes
 from ..pti.projection import PROJECTION_PRESETS, project
 from ..pti.tune import TUNING_PRESETS, pivotal_tune

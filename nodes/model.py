@@ -13,7 +13,8 @@ import torch
 
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, STYLEGAN3_GENERATOR_FILE, load_generator
 from ..pti.hashing import generator_hash
-from ..pti.latent import Latent, check_latent_fits, generator_lineage, synthesize
+from ..pti.latent import Latent, check_latent_fits, synthesize
+from ..pti.lineage import generator_lineage
 from ..pti.memory import inference_bytes
 from ..pti.stylegan3 import Generator as StyleGAN3Generator
 from ..pti.stylegan3 import set_transform

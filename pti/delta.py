@@ -29,7 +29,7 @@ import torch
 
 from .checkpoints import CheckpointError, read_safetensors, save_generator, write_safetensors
 from .hashing import remember_hash, state_dict_hash
-from .latent import mark_derived
+from .lineage import mark_derived
 from .networks import Generator, clone_generator
 
 log = logging.getLogger(__name__)

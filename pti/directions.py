@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, read_safetensors, read_torch_file, write_safetensors
-from .latent import generator_lineage
+from .lineage import generator_lineage
 
 DIRECTIONS_FORMAT = "pti-directions"
 DEFAULT_DIRECTIONS_PATH = Path(__file__).resolve().parent / "default_model" / "directions.safetensors"

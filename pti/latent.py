@@ -6,7 +6,7 @@ and is saved as a ``.safetensors`` file (format ``pti-latent``). It fits a gener
 are related by tuning (:func:`check_latent_fits`). That lineage lives in two places: a latent records the
 hashes of the generator that made it and of that generator's ancestors (``generator_hash``,
 ``meta["generator_lineage"]``); a generator derived from another records its ancestors in the ``pti_lineage``
-attribute (:func:`mark_derived`).
+attribute (``pti.lineage.mark_derived``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from .checkpoints import write_safetensors
 from .hashing import generator_hash
-from .lineage import LINEAGE_ATTRIBUTE, generator_lineage, mark_derived  # noqa: F401 (re-exported)
+from .lineage import generator_lineage
 from .networks import Generator
 from .runtime import device_of
 

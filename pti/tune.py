@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from .errors import explain_out_of_memory
 from .hashing import state_dict_hash
 from .image import as_targets, to_unit
-from .latent import Latent, mark_derived
+from .latent import Latent
+from .lineage import mark_derived
 from .networks import Generator, clone_generator
 from .perceptual import LpipsToTargets, load_lpips
 from .runtime import CancelFn, ProgressFn, autograd_ready, check_cancel, settings_from_preset

@@ -14,7 +14,6 @@ import torch
 
 from pti.checkpoints import load_generator
 from pti.directions import default_directions
-from pti.edit import apply_direction
 from pti.encoder import load_encoder
 from pti.image import GeneratorImages
 from pti.latent import synthesize
@@ -48,22 +47,13 @@ def test_the_truth_is_a_real_edit_that_keeps_the_detail():
 @pytest.mark.parametrize("direction_name", ["hair_length", "roll"])
 def test_pti_edit_approaches_the_truth(tuned_face, direction_name):
     G, face, result = tuned_face
-    direction = default_directions()[direction_name]
-    with torch.no_grad():
-        w_true = G.mapping(face.z, None)
-    plain_before, plain_after = edit_truth.true_edit(face, direction_name, with_detail=False)
-    before, after = edit_truth.true_edit(face, direction_name)
-    strength = edit_truth.fit_strength(G, w_true, direction.vector, plain_after)
-    with torch.no_grad():
-        in_domain = G.synthesis(apply_direction(w_true, direction, strength), noise_mode="const")
-    in_domain_gain = edit_truth.edit_scores(in_domain, plain_before, plain_after, plain_after)["gain_in"]
-
-    pti = edit_truth.edit_scores(
-        synthesize(result.tuned, apply_direction(result.pivot, direction, strength)), before, after, plain_after
+    scores, _ = edit_truth.score_direction(
+        G,
+        face,
+        default_directions()[direction_name],
+        {"pti": (result.pivot, result.tuned), "w_only": (result.pivot, G)},
     )
-    w_only = edit_truth.edit_scores(
-        synthesize(G, apply_direction(result.pivot, direction, strength)), before, after, plain_after
-    )
+    in_domain_gain, pti, w_only = scores["in_domain_gain"], scores["pti"], scores["w_only"]
     everywhere = torch.ones_like(face.photo[:, :1], dtype=torch.bool)
     assert edit_truth.region_psnr(synthesize(result.tuned, result.pivot), face.photo, everywhere) >= 30
     assert in_domain_gain > 2  # the direction does move the renderer's attribute in-domain

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-DETAIL_KINDS: tuple[str, ...] = ("face_paint", "freckles", "tattoo")
+DETAIL_KINDS: tuple[str, ...] = ("face_paint", "tattoo", "freckles")
 
 _PAINT_COLOURS = ((0.12, 0.32, 0.92), (0.96, 0.96, 0.96), (0.86, 0.10, 0.12), (0.10, 0.68, 0.30))
 _FRECKLES = 90  # dots per face

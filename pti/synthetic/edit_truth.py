@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..edit import Direction, apply_direction
+from ..latent import Latent, synthesize
 from . import faces
 from .details import Detail
 
@@ -113,3 +115,34 @@ def edit_scores(edited: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
         "psnr_detail": float(region_psnr(edited, after, detail_kept)),
         "psnr_all": float(region_psnr(edited, after, torch.ones_like(mask))),
     }
+
+
+def score_direction(
+    G: torch.nn.Module, face: Face, direction: Direction, inverted: dict[str, tuple[Latent, torch.nn.Module]]
+) -> tuple[dict, list[torch.Tensor]]:
+    """One direction on one face for every inverted method (name -> (pivot, generator)).
+
+    The strength is fitted in-domain on the face's true latent (``G.mapping(z)``) against the renderer's edit without
+    detail; returns the scores (``strength``, ``region_fraction``, ``in_domain_gain``, ``no_edit_in`` and each
+    method's ``edit_scores``) and the pictures ``[photo, truth, each method's edit]``.
+    """
+    device = next(G.parameters()).device
+    plain_before, plain_after = true_edit(face, direction.name, with_detail=False)
+    before, after = true_edit(face, direction.name)
+    with torch.no_grad():
+        w_true = G.mapping(face.z.to(device), None)
+        strength = fit_strength(G, w_true, direction.vector, plain_after.to(device))
+        in_domain = G.synthesis(apply_direction(w_true, direction, strength), noise_mode="const").cpu()
+    mask = edit_region(before, after)
+    entry = {
+        "strength": strength,
+        "region_fraction": float(mask.float().mean()),
+        "in_domain_gain": edit_scores(in_domain, plain_before, plain_after, plain_after)["gain_in"],
+        "no_edit_in": float(region_psnr(before, after, mask)),
+    }
+    edited = {
+        name: synthesize(model, apply_direction(latent, direction, strength)).cpu()
+        for name, (latent, model) in inverted.items()
+    }
+    entry.update({name: edit_scores(image, before, after, plain_after) for name, image in edited.items()})
+    return entry, [face.photo, after, *edited.values()]
