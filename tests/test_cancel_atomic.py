@@ -158,6 +158,7 @@ def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
     nodes, pack_module = _pack()
     io_nodes, saved_result = pack_module("nodes.io"), pack_module("pti.saved_result")
     networks, latent_module = pack_module("pti.networks"), pack_module("pti.latent")
+    lineage = pack_module("pti.lineage")
     generator_hash = pack_module("pti.hashing").generator_hash
 
     def packed(seed):
@@ -173,11 +174,11 @@ def test_failed_save_pti_keeps_the_previous_pair(tmp_path, monkeypatch, G):
         with torch.inference_mode():
             nodes["PTI_SavePTI"]().save(base, tuned, latent, "result", "output/pti", "fp16")
 
-    save(1, latent_module.mark_derived(packed(1), base))
+    save(1, lineage.mark_derived(packed(1), base))
     before = {p.name: p.read_bytes() for p in (tmp_path / "result").iterdir()}
     monkeypatch.setattr(saved_result, "save_delta", lambda *a, **k: (_ for _ in ()).throw(_DiskFull("disk full")))
     with pytest.raises(_DiskFull):
-        save(2, latent_module.mark_derived(packed(2), base))
+        save(2, lineage.mark_derived(packed(2), base))
     assert {p.name: p.read_bytes() for p in (tmp_path / "result").iterdir()} == before
 
 
