@@ -11,7 +11,9 @@ from pathlib import Path
 import folder_paths
 import torch
 
+from ..pti import catalogue
 from ..pti.checkpoints import DEFAULT_GENERATOR_FILE, STYLEGAN3_GENERATOR_FILE, load_generator
+from ..pti.downloads import WeightStore
 from ..pti.hashing import generator_hash
 from ..pti.latent import Latent, check_latent_fits, synthesize
 from ..pti.lineage import generator_lineage
@@ -29,11 +31,20 @@ DECODE_CHUNK = 8
 
 
 def checkpoint_names() -> list[str]:
-    """The COMBO choices: the embedded models (StyleGAN2 default, StyleGAN3), then every checkpoint under
-    models/stylegan."""
+    """The COMBO choices: the embedded models (StyleGAN2 default, StyleGAN3), every checkpoint under
+    models/stylegan, then the published checkpoints of the catalogue (downloaded into models/stylegan when first
+    used; their labels give size and licence)."""
     names = folder_paths.get_filename_list(common.STYLEGAN_FOLDER)
     visible = [n for n in names if Path(n).parts[0] not in _HIDDEN_SUBFOLDERS]
-    return [EMBEDDED_DEFAULT, EMBEDDED_STYLEGAN3, *visible]
+    published = [item.label for item in catalogue.CATALOGUE.values()]
+    return [EMBEDDED_DEFAULT, EMBEDDED_STYLEGAN3, *visible, *published]
+
+
+def model_store() -> WeightStore:
+    """Published checkpoints are found in (and downloaded into) models/stylegan, with progress and Cancel on the
+    node's progress bar."""
+    folders = folder_paths.get_folder_paths(common.STYLEGAN_FOLDER)
+    return WeightStore.at(folders, progress=common.DownloadProgress())
 
 
 def embedded_files() -> dict[str, Path]:
@@ -42,10 +53,15 @@ def embedded_files() -> dict[str, Path]:
 
 
 def resolve_checkpoint(model_name: str) -> Path | None:
-    """File behind a COMBO choice, or None when it does not exist."""
+    """File behind a COMBO choice, or None when it does not exist (yet, for a published checkpoint)."""
     embedded = embedded_files()
     if model_name in embedded:
         return embedded[model_name] if embedded[model_name].is_file() else None
+    published = catalogue.lookup(model_name)
+    if published is not None:
+        return WeightStore.at(folder_paths.get_folder_paths(common.STYLEGAN_FOLDER), download=False).find(
+            published.filename
+        )
     path = folder_paths.get_full_path(common.STYLEGAN_FOLDER, model_name)
     return Path(path) if path else None
 
@@ -65,9 +81,16 @@ class _GeneratorCache:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        G = load_generator(str(path), device=managed_models.offload_device()).eval()
+        return self._add(key, load_generator(str(path), device=managed_models.offload_device()))
+
+    def download(self, name: str) -> torch.nn.Module:
+        """A published checkpoint that is not on disk yet: downloaded into models/stylegan, read, cached."""
+        G = load_generator(name, device=managed_models.offload_device(), store=model_store())
+        return self._add(common.file_signature(Path(G.source_info["path"])), G)
+
+    def _add(self, key: str, G: torch.nn.Module) -> torch.nn.Module:
         with self._lock:
-            self._entries[key] = G
+            self._entries[key] = G.eval()
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
         return G
@@ -81,7 +104,8 @@ class LoadStyleGAN:
         "Loads a StyleGAN2 or StyleGAN3 generator: one of the small embedded face models (StyleGAN2, or StyleGAN3 "
         "config R, whose pictures StyleGAN3 Transform can move and turn), or a checkpoint from "
         "models/stylegan (NVIDIA StyleGAN2-ADA/StyleGAN3 .pkl, rosinality .pt/.pth, or this pack's .safetensors; "
-        "pickles are read without running code)."
+        "pickles are read without running code), or one of NVIDIA's published checkpoints (FFHQ, MetFaces, AFHQ), "
+        "downloaded into models/stylegan on first use (PTI_MODEL_MIRROR replaces the host)."
     )
     SEARCH_ALIASES = ["stylegan2", "stylegan3", "gan loader", "load gan", "ffhq"]
     CATEGORY = f"{common.CATEGORY}/model"
@@ -96,7 +120,8 @@ class LoadStyleGAN:
             "required": {
                 "model_name": common.combo_input(
                     checkpoint_names(),
-                    "Checkpoint file in models/stylegan, or an embedded face model (StyleGAN2 default, StyleGAN3).",
+                    "Checkpoint file in models/stylegan, an embedded face model (StyleGAN2 default, StyleGAN3), or a "
+                    "published checkpoint (name, size, licence), downloaded into models/stylegan when first run.",
                     default=EMBEDDED_DEFAULT,
                 ),
             }
@@ -104,7 +129,7 @@ class LoadStyleGAN:
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name):
-        if resolve_checkpoint(model_name) is not None:
+        if resolve_checkpoint(model_name) is not None or catalogue.lookup(model_name) is not None:
             return True
         if model_name in embedded_files():
             return f"the embedded model {embedded_files()[model_name]} is missing; reinstall the PTI pack"
@@ -118,9 +143,15 @@ class LoadStyleGAN:
 
     def load(self, model_name):
         path = resolve_checkpoint(model_name)
-        if path is None:
+        published = catalogue.lookup(model_name)
+        if path is None and published is None:
             raise FileNotFoundError(self.VALIDATE_INPUTS(model_name))
-        G = _generators.get(path)
+        if published is None:
+            G = _generators.get(path)
+        elif path is not None:  # on disk: its download record is checked
+            G = _generators.get(catalogue.fetch(published.name, model_store()))
+        else:
+            G = _generators.download(published.name)
         log.info("StyleGAN generator %s: %d px, %d w layers", model_name, G.img_resolution, G.num_ws)
         return (G,)
 

@@ -74,8 +74,9 @@ from typing import Any, BinaryIO
 
 import torch
 
-from . import ops, stylegan3
+from . import catalogue, ops, stylegan3
 from .atomic import write_atomically
+from .downloads import WeightStore
 from .hashing import remember_hash, state_dict_hash
 from .networks import Generator
 from .safe_pickle import (
@@ -695,9 +696,13 @@ _LOADERS: dict[str, Callable[[Path], tuple[AnyGenerator, dict[str, Any]]]] = {
 }
 
 
-def load_generator(source: PathLike | None = None, device: str | torch.device = "cpu") -> AnyGenerator:
-    """Load a generator from ``source``: a path, ``None``/``"default"`` for the embedded StyleGAN2 face model, or
-    ``"default-stylegan3"`` for the embedded StyleGAN3 (config R) one.
+def load_generator(
+    source: PathLike | None = None, device: str | torch.device = "cpu", store: WeightStore | None = None
+) -> AnyGenerator:
+    """Load a generator from ``source``: a path, ``None``/``"default"`` for the embedded StyleGAN2 face model,
+    ``"default-stylegan3"`` for the embedded StyleGAN3 (config R) one, or a published checkpoint's catalogue name
+    (``"ffhq-1024"``, ``python -m pti fetch-model --list``), found on ``store``'s search path or downloaded into its
+    first folder on first use (``pti.catalogue``).
 
     The format is recognised from the file's content (see the module docstring). The result is a new float32
     ``Generator`` (``pti.stylegan3.Generator`` for StyleGAN3 checkpoints) in eval mode on ``device``, with
@@ -705,13 +710,41 @@ def load_generator(source: PathLike | None = None, device: str | torch.device = 
     Raises ``CheckpointError`` for anything that cannot be read safely and completely.
     """
     device = _check_device(device)
-    path = _resolve_source(source)
-    G, info = _LOADERS[sniff_format(path)](path)
+    item = _catalogue_entry(source)
+    if item is None:
+        path = _resolve_source(source)
+        G, info = _LOADERS[sniff_format(path)](path)
+    else:
+        path, G, info = _load_catalogued(item, store or WeightStore())
     G = G.eval().to(device)
     G.source_info = {"format": info.pop("format"), "path": str(path), "hash": state_dict_hash(G), **info}
     remember_hash(G, G.source_info["hash"])
     log.debug("loaded %s generator from %s (hash %s)", G.source_info["format"], path, G.source_info["hash"])
     return G
+
+
+def _catalogue_entry(source: PathLike | None) -> catalogue.CatalogueEntry | None:
+    """The catalogue entry ``source`` names, unless it is an existing path (a user's file always wins)."""
+    if not isinstance(source, str) or Path(source).expanduser().exists():
+        return None
+    return catalogue.lookup(source)
+
+
+def _load_catalogued(item: catalogue.CatalogueEntry, store: WeightStore) -> tuple[Path, AnyGenerator, dict]:
+    """Fetch a catalogue entry on first use and read it like any user file. A fresh download that the reader
+    refuses (an HTML error page, a truncated or foreign file) is deleted, so the next run downloads again."""
+    fresh = store.find(item.filename) is None
+    path = catalogue.fetch(item.name, store)
+    try:
+        return (path, *_LOADERS[sniff_format(path)](path))
+    except CheckpointError as exc:
+        if not fresh:
+            raise
+        catalogue.forget_download(path)
+        raise CheckpointError(
+            f"what {item.source_url()} returned is not a readable StyleGAN checkpoint ({exc}); the downloaded file "
+            f"was deleted. Check the URL or {catalogue.MIRROR_VARIABLE}"
+        ) from exc
 
 
 def _check_device(device: str | torch.device) -> torch.device:
@@ -727,9 +760,10 @@ def _check_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def describe_checkpoint(source: PathLike | None) -> dict[str, Any]:
-    """Summary of a checkpoint for ``python -m pti info``: format, geometry, size and weight hash."""
-    G = load_generator(source)
+def describe_checkpoint(source: PathLike | None, store: WeightStore | None = None) -> dict[str, Any]:
+    """Summary of a checkpoint for ``python -m pti info``: format, geometry, size and weight hash (and, for a
+    published checkpoint the pack downloaded, its download record: URL, size, SHA-256)."""
+    G = load_generator(source, store=store)
     path = Path(G.source_info["path"])
     synthesis_kwargs = G.init_kwargs.get("synthesis_kwargs", {})
     summary = {
@@ -753,6 +787,9 @@ def describe_checkpoint(source: PathLike | None) -> dict[str, Any]:
         summary["w_avg"] = G.source_info["w_avg"]
     if G.source_info.get("provenance"):
         summary["provenance"] = G.source_info["provenance"]
+    record = catalogue.read_record(path)
+    if record is not None:
+        summary["download"] = record
     return summary
 
 

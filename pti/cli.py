@@ -15,11 +15,19 @@ from pathlib import Path
 log = logging.getLogger("pti")
 
 
+def _model_store():
+    """Where ``--checkpoint NAME`` finds or downloads a published checkpoint, with progress on the console."""
+    from .downloads import WeightStore, console_progress
+
+    return WeightStore(progress=console_progress("downloading", print))
+
+
 def _add_info(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a generator checkpoint (format, resolution, num_ws, dims, size)")
     p.add_argument(
         "checkpoint",
-        help="a .pkl, .pt or .safetensors file, or 'default' / 'default-stylegan3' for an embedded model",
+        help="a .pkl, .pt or .safetensors file, 'default' / 'default-stylegan3' for an embedded model, or a "
+        "catalogue name (fetch-model --list)",
     )
     return p
 
@@ -27,12 +35,48 @@ def _add_info(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _run_info(args: argparse.Namespace) -> int:
     from .checkpoints import describe_checkpoint
 
-    for key, value in describe_checkpoint(args.checkpoint).items():
+    for key, value in describe_checkpoint(args.checkpoint, _model_store()).items():
         if key == "file_size":
             value = f"{value:,} bytes ({value / 2**20:.1f} MiB)"
         elif key == "parameters":
             value = f"{value:,}"
         print(f"{key:>16}: {value}")
+    return 0
+
+
+def _add_fetch_model(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "fetch-model",
+        help="download a published StyleGAN checkpoint by catalogue name (--list shows them), e.g. for a machine "
+        "without internet",
+    )
+    p.add_argument("name", nargs="?", help="catalogue name, e.g. ffhq-1024")
+    p.add_argument("--list", action="store_true", help="print the catalogue: name, size, licence, URL")
+    p.add_argument("--to", help="download folder (default: $PTI_WEIGHTS_DIR or torchvision's cache folder)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a server before giving up")
+    return p
+
+
+def _run_fetch_model(args: argparse.Namespace) -> int:
+    from . import catalogue
+    from .downloads import WeightStore, console_progress
+
+    if args.list or not args.name:
+        for item in catalogue.CATALOGUE.values():
+            print(f"{item.name:<27} {item.dataset} {item.resolution} px, {item.architecture}, ~{item.approx_mb} MB")
+            print(f"{'':<27} {item.licence}\n{'':<27} {item.url}")
+        return 0
+    progress = console_progress(f"downloading {args.name}", print)
+    store = WeightStore.at([args.to], progress=progress) if args.to else WeightStore(progress=progress)
+    path = catalogue.fetch(args.name, store, timeout=args.timeout)
+    record = catalogue.read_record(path) or {}
+    print(path)
+    if record.get("sha256"):
+        print(f"sha256 {record['sha256']}  ({record['size']:,} bytes)")
+    print(
+        "to use it on a machine without internet, copy it (and the hidden record beside it, if any) to ComfyUI's "
+        "models/stylegan folder, or to $PTI_WEIGHTS_DIR for the command line and library"
+    )
     return 0
 
 
@@ -124,7 +168,7 @@ def _run_align(args: argparse.Namespace) -> int:
     if size is None:
         from .checkpoints import load_generator
 
-        size = load_generator(args.checkpoint).img_resolution
+        size = load_generator(args.checkpoint, store=_model_store()).img_resolution
     crop, alignment = align_face(
         load_image(args.photo), size, args.landmarks, args.detector, args.fallback, face_index=args.face_index
     )
@@ -165,7 +209,7 @@ def _run_edit(args: argparse.Namespace) -> int:
     from .image import make_comparison, save_image
     from .latent import Latent, check_latent_fits, synthesize
 
-    base = load_generator(args.checkpoint)
+    base = load_generator(args.checkpoint, store=_model_store())
     latent = Latent.load(args.latent)
     check_latent_fits(latent, base)
     decoder = base
@@ -262,7 +306,7 @@ def _run_invert(args: argparse.Namespace) -> int:
 
     photo = load_image(args.photo)
     device = _pick_device(args.device)
-    G = load_generator(args.checkpoint, device=device)
+    G = load_generator(args.checkpoint, device=device, store=_model_store())
     init = _initial_latent(args.init, args.checkpoint, device)
     bars: list[tqdm] = []
 
@@ -310,6 +354,7 @@ def _run_invert(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "align": (_add_align, _run_align),
     "edit": (_add_edit, _run_edit),
+    "fetch-model": (_add_fetch_model, _run_fetch_model),
     "fetch-weights": (_add_fetch_weights, _run_fetch_weights),
     "info": (_add_info, _run_info),
     "invert": (_add_invert, _run_invert),
@@ -330,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .checkpoints import CheckpointError
+    from .downloads import DownloadError
 
     try:
         return COMMANDS[args.command][1](args)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, DownloadError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,8 +13,11 @@ when that is unset, torchvision's cache ``$TORCH_HOME/hub/checkpoints``. The Com
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import shutil
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,6 +129,105 @@ def download_pypi_file(
 def save_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` atomically (folders created; 0644)."""
     return write_atomically(path, lambda tmp: tmp.write_bytes(data))
+
+
+PARTIAL_SUFFIX = ".part"
+SPACE_MARGIN_BYTES = 64 << 20  # left free after a download, so a full disk is never the result
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download of ``target`` grows until it is complete: ``.<name>.part`` beside it (hidden, and never
+    listed as a model by its extension)."""
+    return target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _response_total(response: Any, offset: int) -> int:
+    """The full file size a (possibly ranged) response announces, or 0 when it does not say."""
+    content_range = response.headers.get("Content-Range") or ""
+    if "/" in content_range and content_range.rsplit("/", 1)[1].strip().isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    length = int(response.headers.get("Content-Length") or 0)
+    return offset + length if length else 0
+
+
+def _check_space(folder: Path, needed: int, target: Path, partial: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed + SPACE_MARGIN_BYTES > free:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(
+            f"not enough disk space for {target.name}: {needed / 1e6:.0f} MB more are needed in {folder}, "
+            f"{free / 1e6:.0f} MB are free; free some space or download to another folder"
+        )
+
+
+def download_file(
+    url: str,
+    target: str | os.PathLike,
+    *,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> str:
+    """Download ``url`` to ``target`` and return the file's SHA-256.
+
+    The bytes grow in :func:`partial_path` (``.<name>.part``); an interrupted download (Cancel, a lost connection)
+    leaves it there and the next call resumes it with an HTTP ``Range`` request (a server that ignores ranges sends
+    the whole file again). Free space is checked against the announced size before writing. Only a complete file
+    of the announced (and ``expected_size``) size, whose digest matches ``sha256`` when one is given, is renamed to
+    ``target``; any other is deleted and named in the :class:`DownloadError`. An existing ``target`` is never
+    replaced: the caller decides what an existing file means.
+    """
+    target = Path(target)
+    if target.exists():
+        raise DownloadError(f"{target} already exists; it was not replaced (move it away to download again)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    offset = partial.stat().st_size if partial.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            resumed = offset > 0 and response.status == 206
+            offset = offset if resumed else 0
+            total = _response_total(response, offset) or (expected_size or 0)
+            if total:
+                _check_space(target.parent, total - offset, target, partial)
+            with open(partial, "ab" if resumed else "wb") as out:
+                done = offset
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets; a body cut short
+        if isinstance(exc, urllib.error.HTTPError) and exc.code == 416:  # the partial file is not a prefix
+            partial.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {exc!r}" if not str(exc) else f"{url}: {exc}") from exc
+    size = partial.stat().st_size
+    for expected in {total, expected_size or 0} - {0}:
+        if size != expected:
+            partial.unlink()
+            raise DownloadError(
+                f"{url} gave {size} bytes for {target.name}, expected {expected}; the incomplete file was deleted"
+            )
+    digest = file_sha256(partial)
+    if sha256 and digest != sha256:
+        partial.unlink()
+        raise DownloadError(
+            f"{url} gave {target.name} with SHA-256 {digest}, expected {sha256}; the file was deleted"
+        )
+    os.chmod(partial, 0o644)
+    os.replace(partial, target)
+    return digest
 
 
 def console_progress(label: str, report: Callable[[str], None]) -> Progress:

@@ -249,6 +249,46 @@ def test_load_stylegan_refuses_a_damaged_file():
         run_node("PTI_LoadStyleGAN", model_name="broken.pkl")
 
 
+def test_load_stylegan_offers_published_checkpoints_and_downloads_on_first_use(monkeypatch):
+    """A catalogue label downloads from the mirror into models/stylegan with the node's progress bar; Cancel midway
+    leaves nothing in the list, and the next run resumes where it stopped."""
+    from hostile_files import nvidia_pickle_bytes, tiny_generator
+    from loopback_server import serve_files
+
+    node = NODES["PTI_LoadStyleGAN"]
+    label = pack_module("pti.catalogue").CATALOGUE["ffhq-256"].label
+    choices = node.INPUT_TYPES()["required"]["model_name"][0]
+    assert label in choices and "~280 MB" in label and "non-commercial" in label and "downloads on first use" in label
+    assert node.VALIDATE_INPUTS(label) is True and node.VALIDATE_INPUTS("ffhq-256") is True
+    folder = Path(folder_paths.get_folder_paths("stylegan")[0])
+    G = tiny_generator(seed=5)
+    data = nvidia_pickle_bytes(G)
+    monkeypatch.setattr(pack_module("pti.downloads"), "CHUNK_BYTES", 1024)
+
+    def cancel_halfway(value, total, preview, prompt_id=None, node_id=None):
+        comfy.utils.recording_hook(value, total, preview, node_id=node_id)
+        if value >= total // 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    with serve_files() as server:
+        server.files["/stylegan2-ffhq-256x256.pkl"] = data
+        monkeypatch.setenv("PTI_MODEL_MIRROR", server.url)
+        comfy.utils.set_progress_bar_global_hook(cancel_halfway)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run_node("PTI_LoadStyleGAN", model_name=label)
+        assert "stylegan2-ffhq-256x256.pkl" not in folder_paths.get_filename_list("stylegan")
+        assert comfy.utils.UPDATES[-1]["total"] == len(data)
+
+        comfy.utils.set_progress_bar_global_hook(comfy.utils.recording_hook)
+        (loaded,) = run_node("PTI_LoadStyleGAN", model_name=label)
+        assert server.requests[-1][1] is not None and server.requests[-1][1].startswith("bytes=")
+        assert tensor_digest(loaded.state_dict()) == tensor_digest(G.state_dict())
+        assert "stylegan2-ffhq-256x256.pkl" in node.INPUT_TYPES()["required"]["model_name"][0]
+        assert node.IS_CHANGED(label) == node.IS_CHANGED("stylegan2-ffhq-256x256.pkl")
+        assert run_node("PTI_LoadStyleGAN", model_name=label)[0] is loaded and len(server.requests) == 2
+    pack_module("pti.catalogue").forget_download(folder / "stylegan2-ffhq-256x256.pkl")
+
+
 def test_embedded_default_model_loads_when_shipped():
     default_file = pack_module("pti.checkpoints").DEFAULT_GENERATOR_FILE
     if not default_file.is_file():

@@ -36,7 +36,7 @@ def load(path: Path) -> dict:
 
 def test_there_are_workflows_for_each_use_case():
     names = {p.stem for p in WORKFLOW_FILES}
-    assert set(WORKFLOWS) == names and len(names) == 6
+    assert set(WORKFLOWS) == names and len(names) == 9
     assert (WORKFLOW_DIR / EXAMPLE_IMAGE).is_file(), "the example photo the workflows load must ship with the pack"
 
 
@@ -112,8 +112,11 @@ def test_widget_values_are_valid(path):
             assert problem is None, f"{path.name}: {node['type']}.{widget.name}: {problem}"
         if node["type"] == "PTI_LoadStyleGAN":
             embedded = pack_module("nodes.model").embedded_files()
-            assert values["model_name"] in embedded, "workflows must run on a fresh install"
-            assert embedded[values["model_name"]].is_file(), f"{path.name} needs {embedded[values['model_name']]}"
+            published = pack_module("pti.catalogue").lookup(values["model_name"])
+            assert (published is not None) == path.stem.endswith("(FFHQ 1024, GPU)"), "the title says what it loads"
+            if published is None:
+                assert values["model_name"] in embedded, "workflows must run on a fresh install"
+                assert embedded[values["model_name"]].is_file(), f"{path.name} needs {embedded[values['model_name']]}"
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)

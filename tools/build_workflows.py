@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # run as a script: pti/, tools/ and tests/ are importable from the repository root
     sys.path.insert(0, str(REPO_ROOT))
 
+from pti.catalogue import CATALOGUE  # noqa: E402
 from pti.projection import PROJECTION_PRESETS  # noqa: E402
 from pti.tune import TUNING_PRESETS  # noqa: E402
 from tools.comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E402
@@ -242,20 +243,51 @@ PHOTO_NOTE = (
 )
 
 
-def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE", column: int = 1) -> tuple[Node, Node]:
+@dataclass(frozen=True)
+class Model:
+    """The generator a photo workflow loads, the presets it runs with and the directions it sweeps."""
+
+    model_name: str
+    preset: str
+    sweep: tuple[str, str]  # workflow 2: direction, strengths
+    paste_back_edit: tuple[str, str]  # workflow 4: direction, strengths
+    title_suffix: str = ""
+    note: str = ""
+
+
+EMBEDDED = Model("(embedded default)", "fast", ("yaw", "-3:3:5"), ("glasses", "-2:2:3"))
+FFHQ_1024 = CATALOGUE["ffhq-1024"]
+FFHQ = Model(
+    FFHQ_1024.label,
+    "reference",
+    ("pose", "-3:3:5"),
+    ("smile", "-3:3:3"),
+    " (FFHQ 1024, GPU)",
+    f"NVIDIA's FFHQ 1024 generator (StyleGAN2-ADA, the PTI paper's; ~{FFHQ_1024.approx_mb} MB, {FFHQ_1024.licence}) "
+    "is downloaded into models/stylegan on the first run (PTI_MODEL_MIRROR replaces the host; offline: python -m "
+    "pti fetch-model ffhq-1024 on another machine). The official PTI settings run here (450 projection and 350 "
+    "tuning steps at 1024 px): meant for a GPU, hours on a CPU. The shipped FFHQ directions (age, pose, smile) fit "
+    "it. Not yet run on a GPU by the pack: the thumbnail is a description, not this workflow's output.",
+)
+
+
+def _invert(
+    graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE", column: int = 1, preset: str = "fast"
+) -> tuple[Node, Node]:
     """Project the photo and tune the model on it: the (pivot, tuned) nodes shared by the photo workflows."""
-    project = graph.add("PTI_ProjectPivot", column, 0, steps=PROJECT_STEPS, space="W", seed=0, preset="fast")
+    steps = PROJECTION_PRESETS[preset].steps
+    project = graph.add("PTI_ProjectPivot", column, 0, steps=steps, space="W", seed=0, preset=preset)
     graph.link(model, "generator", project, "generator")
     graph.link(photo, photo_output, project, "image")
     tune = graph.add(
         "PTI_PivotalTune",
         column + 1,
         0,
-        steps=TUNE_STEPS,
-        stop_at_psnr=STOP_AT_PSNR,
+        steps=TUNING_PRESETS[preset].steps,
+        stop_at_psnr=TUNING_PRESETS[preset].target_psnr,
         locality=False,
         seed=0,
-        preset="fast",
+        preset=preset,
     )
     graph.link(model, "generator", tune, "generator")
     graph.link(photo, photo_output, tune, "image")
@@ -263,8 +295,8 @@ def _invert(graph: Graph, model: Node, photo: Node, photo_output: str = "IMAGE",
     return project, tune
 
 
-def _sources(graph: Graph, image_name: str = EXAMPLE_IMAGE) -> tuple[Node, Node]:
-    model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name="(embedded default)")
+def _sources(graph: Graph, image_name: str = EXAMPLE_IMAGE, model_name: str = EMBEDDED.model_name) -> tuple[Node, Node]:
+    model = graph.add("PTI_LoadStyleGAN", 0, 0, model_name=model_name)
     photo = graph.add("LoadImage", 0, 2, image=image_name)
     return model, photo
 
@@ -307,31 +339,32 @@ def _save_grid(graph: Graph, images: Node, latent: Node, prefix: str, columns: i
     return save
 
 
-def invert_and_reconstruct(specs: dict) -> Graph:
+def invert_and_reconstruct(specs: dict, choice: Model = EMBEDDED) -> Graph:
     graph = Graph(specs)
-    model, photo = _sources(graph)
-    project, tune = _invert(graph, model, photo)
+    model, photo = _sources(graph, model_name=choice.model_name)
+    project, tune = _invert(graph, model, photo, preset=choice.preset)
     before = graph.add("PreviewImage", 2, 4, title="Pivot before tuning")
     graph.link(project, "reconstruction", before, "images")
     save = graph.add("PTI_SaveImage", 3, 0, filename_prefix="PTI/reconstruction", layout="separate", grid_columns=0)
     graph.link(tune, "reconstruction", save, "images")
     graph.link(project, "latent", save, "latent")
-    graph.note(PHOTO_NOTE, 0, 5)
+    graph.note(choice.note or PHOTO_NOTE, 0, 5)
     return graph
 
 
-def invert_tune_edit_sweep(specs: dict) -> Graph:
+def invert_tune_edit_sweep(specs: dict, choice: Model = EMBEDDED) -> Graph:
     graph = Graph(specs)
-    model, photo = _sources(graph)
-    project, tune = _invert(graph, model, photo)
+    model, photo = _sources(graph, model_name=choice.model_name)
+    project, tune = _invert(graph, model, photo, preset=choice.preset)
     places = {"direction": (2, 4), "edit": (3, 2), "decode": (4, 0)}
-    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "yaw", "-3:3:5", places)
-    _save_grid(graph, decode, edit, "PTI/yaw_sweep", 5, (5, 0))
+    direction, strengths = choice.sweep
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), direction, strengths, places)
+    _save_grid(graph, decode, edit, f"PTI/{direction}_sweep", 5, (5, 0))
     keep = graph.add("PTI_SavePTI", 3, 5, name="example_face", destination="output/pti")
     graph.link(model, "generator", keep, "base_generator")
     graph.link(tune, "tuned_generator", keep, "tuned_generator")
     graph.link(project, "latent", keep, "latent")
-    graph.note(PHOTO_NOTE, 0, 5)
+    graph.note(choice.note or PHOTO_NOTE, 0, 5)
     return graph
 
 
@@ -347,27 +380,26 @@ def generate_and_edit(specs: dict) -> Graph:
     return graph
 
 
-def align_edit_paste_back(specs: dict) -> Graph:
+def align_edit_paste_back(specs: dict, choice: Model = EMBEDDED) -> Graph:
     graph = Graph(specs)
-    model, photo = _sources(graph, ALIGN_EXAMPLE_IMAGE)
+    model, photo = _sources(graph, ALIGN_EXAMPLE_IMAGE, choice.model_name)
     align = graph.add("PTI_AlignFace", 1, 0, size=1024, detector="auto", fallback="error", landmarks="", face_index=0)
     graph.link(photo, "IMAGE", align, "image")
     graph.link(model, "generator", align, "generator")
-    project, tune = _invert(graph, model, align, "aligned", column=2)
+    project, tune = _invert(graph, model, align, "aligned", column=2, preset=choice.preset)
     places = {"direction": (3, 4), "edit": (4, 0), "decode": (5, 0)}
-    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), "glasses", "-2:2:3", places)
+    edit, decode = _sweep(graph, project, (tune, "tuned_generator"), *choice.paste_back_edit, places)
     paste = graph.add("PTI_PasteBack", 5, 3, feather=0.08)
     graph.link(photo, "IMAGE", paste, "original")
     graph.link(decode, "image", paste, "edited")
     graph.link(align, "alignment", paste, "alignment")
     _save_grid(graph, paste, edit, "PTI/pasted_back", 3, (6, 0))
-    graph.note(
+    align_note = (
         f"Copy {ALIGN_EXAMPLE_IMAGE} into ComfyUI's input/ folder. Align Face finds the face itself (MTCNN; its "
         "2 MB weights are downloaded into models/pti_weights on first use). Several faces: face_index 0 is the "
-        "largest. Or type five landmarks, or set fallback to 'center crop'.",
-        0,
-        7,
+        "largest. Or type five landmarks, or set fallback to 'center crop'."
     )
+    graph.note(f"{align_note} {choice.note}".strip(), 0, 7)
     return graph
 
 
@@ -454,6 +486,14 @@ WORKFLOWS = {
     ENCODER_WARM_START: encoder_warm_start,
     TURN_AND_MOVE_STYLEGAN3: turn_and_move_stylegan3,
 }
+# The photo workflows again on NVIDIA's FFHQ 1024 generator, downloaded on first run (the embedded ones stay the
+# offline default).
+FFHQ_VARIANTS = {
+    name + FFHQ.title_suffix: (lambda specs, make=make: make(specs, FFHQ))
+    for name, make in WORKFLOWS.items()
+    if name in (INVERT_AND_RECONSTRUCT, INVERT_AND_SWEEP, ALIGN_EDIT_PASTE_BACK)
+}
+WORKFLOWS.update(FFHQ_VARIANTS)
 
 
 def build_all(specs: dict[str, dict]) -> dict[str, dict]:
