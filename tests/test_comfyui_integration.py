@@ -28,6 +28,7 @@ from PIL import Image
 from tools.build_workflows import (
     ALIGN_EXAMPLE_IMAGE,
     EXAMPLE_IMAGE,
+    FFHQ,
     INVERT_AND_RECONSTRUCT,
     INVERT_AND_SWEEP,
     TURN_AND_MOVE_STYLEGAN3,
@@ -84,7 +85,21 @@ class ComfyServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model_mirror():
+    """The published-checkpoint host, on loopback: ``ffhq.pkl`` is a small 512-w generator in NVIDIA's format, so
+    the FFHQ 1024 workflows download and run through the same path as a user's first run (quickly, on a CPU)."""
+    from conftest import make_generator
+    from hostile_files import nvidia_pickle_bytes
+    from loopback_server import serve_files
+
+    G = make_generator(resolution=32, z_dim=512, w_dim=512, channel_base=512, channel_max=32, seed=4)
+    with serve_files() as mirror:
+        mirror.files["/ffhq.pkl"] = nvidia_pickle_bytes(G)
+        yield mirror
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_mirror):
     root = tmp_path_factory.mktemp("comfyui")
     custom_nodes = root / "custom_nodes"
     custom_nodes.mkdir()
@@ -95,7 +110,10 @@ def server(tmp_path_factory):
         if (WORKFLOW_DIR / image).is_file():
             shutil.copy(WORKFLOW_DIR / image, root / "input" / image)
     config = root / "extra_model_paths.yaml"
-    config.write_text(f"pti_integration_test:\n    custom_nodes: {custom_nodes}\n")
+    config.write_text(  # downloads go to the test's own models/stylegan, never into the checkout
+        f"pti_integration_test:\n    custom_nodes: {custom_nodes}\n    is_default: true\n"
+        f"    stylegan: {root / 'models' / 'stylegan'}\n"
+    )
     port = _free_port()
     command = [
         os.environ.get("COMFYUI_PYTHON", sys.executable),
@@ -121,7 +139,8 @@ def server(tmp_path_factory):
     ]
     log_path = root / "server.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT)
+        environment = dict(os.environ, PTI_MODEL_MIRROR=model_mirror.url)
+        process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
     comfy = ComfyServer(root, port, process, log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -239,6 +258,8 @@ def test_workflow_runs_in_comfyui(server, object_info, path):
     if path.stem in EXTRA_CHECKS:
         EXTRA_CHECKS[path.stem](server, entry, workflow, pngs)
 
+    if path.stem.endswith(FFHQ.title_suffix):  # downloaded on first use into the server's models/stylegan
+        assert (server.root / "models" / "stylegan" / "ffhq.pkl").is_file()
     if any(n["type"] == "PTI_SavePTI" for n in workflow["nodes"]):
         saved = server.output_dir / "pti"
         assert any((folder / "delta.safetensors").is_file() for folder in saved.iterdir())

@@ -30,6 +30,10 @@ INPUTS = {
     build_workflows.ENCODER_WARM_START: "pti_example_face.png",
     build_workflows.TURN_AND_MOVE_STYLEGAN3: None,
 }
+# Workflows that need a GPU and a download: a description card instead of an output (until one is run on a GPU).
+DESCRIBED = {
+    name: INPUTS[name.removesuffix(build_workflows.FFHQ.title_suffix)] for name in build_workflows.FFHQ_VARIANTS
+}
 
 
 def _fit(image: Image.Image, box: tuple[int, int]) -> Image.Image:
@@ -54,10 +58,38 @@ def thumbnail(photo: Image.Image | None, result: Image.Image) -> Image.Image:
     return card
 
 
+def description_card(photo: Image.Image, lines: list[str]) -> Image.Image:
+    """The photo a workflow starts from and what it will do, for a workflow whose output was not made here."""
+    card = Image.new("RGB", SIZE, "white")
+    draw = ImageDraw.Draw(card)
+    fitted = _fit(photo.convert("RGB"), (round(SIZE[0] * 0.4), SIZE[1] - 2 * MARGIN))
+    card.paste(fitted, (MARGIN, (SIZE[1] - fitted.height) // 2))
+    x, y = MARGIN * 3 + fitted.width, SIZE[1] // 2 - 11 * len(lines)
+    for index, line in enumerate(lines):
+        draw.text((x, y + 22 * index), line, fill=(20, 20, 20) if index == 0 else (70, 70, 70))
+    return card
+
+
+def write_description_cards() -> None:
+    item = build_workflows.FFHQ_1024
+    for name, photo_name in DESCRIBED.items():
+        lines = [
+            f"{item.dataset} {item.resolution} px (NVIDIA StyleGAN2-ADA)",
+            f"downloads ~{item.approx_mb} MB on the first run",
+            "official PTI settings: meant for a GPU",
+            "shipped FFHQ directions: age, pose, smile",
+            "(not run here: a description, not an output)",
+        ]
+        path = WORKFLOW_DIR / f"{name}.jpg"
+        description_card(Image.open(WORKFLOW_DIR / photo_name), lines).save(path, quality=90)
+        print(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path, help="the folder PTI_INTEGRATION_OUTPUTS pointed at")
     args = parser.parse_args(argv)
+    write_description_cards()
     for name, photo_name in INPUTS.items():
         results = sorted(args.outputs.glob(f"{name}__*.png"))
         if not results:
