@@ -222,9 +222,7 @@ def download_file(
     digest = file_sha256(partial)
     if sha256 and digest != sha256:
         partial.unlink()
-        raise DownloadError(
-            f"{url} gave {target.name} with SHA-256 {digest}, expected {sha256}; the file was deleted"
-        )
+        raise DownloadError(f"{url} gave {target.name} with SHA-256 {digest}, expected {sha256}; the file was deleted")
     os.chmod(partial, 0o644)
     os.replace(partial, target)
     return digest
