@@ -314,6 +314,7 @@ def _sweep(
     ``at`` places the three nodes: keys ``direction``, ``edit``, ``decode`` -> (column, row).
     """
     direction = graph.add("PTI_LoadDirection", *at["direction"], direction=direction_name, entry="")
+    graph.link(generator[0], generator[1], direction, "generator")  # a shipped name picks the one that fits it
     edit = graph.add(
         "PTI_ApplyLatentEdit",
         *at["edit"],
