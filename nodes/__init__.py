@@ -1,8 +1,8 @@
 """ComfyUI nodes of the PTI pack: thin adapters over ``pti/``. Each family module exports its own mappings."""
 
-from . import alignment, directions, editing, encoder, inversion, io, model
+from . import alignment, directions, editing, encoder, inversion, io, model, video
 
-_FAMILIES = (model, inversion, editing, directions, alignment, io, encoder)
+_FAMILIES = (model, inversion, editing, directions, alignment, io, encoder, video)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

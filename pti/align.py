@@ -411,11 +411,11 @@ _BACKENDS = {"mtcnn": _faces_mtcnn, "dlib": _faces_dlib, "kornia": _faces_kornia
 # --------------------------------------------------------------------------------------------------- transforms
 
 
-def ffhq_alignment(landmarks: Any, source_size: tuple[int, int], crop_size: int, method: str = "manual") -> Alignment:
-    """The FFHQ oriented square for five landmarks, as a similarity transform to a ``crop_size`` square."""
+def ffhq_quad(landmarks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The FFHQ oriented square of five landmarks as ``(centre, x)``: its centre and half its top edge (a vector
+    pointing to the viewer's right; ``y`` is ``x`` turned by +90 degrees). Videos smooth these over time."""
     points = parse_landmarks(landmarks) if isinstance(landmarks, str) else np.asarray(landmarks, dtype=np.float64)
-    points = points.reshape(5, 2)
-    eye_left, eye_right, _, mouth_left, mouth_right = points
+    eye_left, eye_right, _, mouth_left, mouth_right = points.reshape(5, 2)
     eye_avg = (eye_left + eye_right) * 0.5
     eye_to_eye = eye_right - eye_left
     eye_to_mouth = (mouth_left + mouth_right) * 0.5 - eye_avg
@@ -426,8 +426,23 @@ def ffhq_alignment(landmarks: Any, source_size: tuple[int, int], crop_size: int,
     if norm < 1e-6:
         raise AlignmentError("landmarks are degenerate (eyes and mouth coincide)")
     x = x / norm * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    return eye_avg + eye_to_mouth * 0.1, x
+
+
+def quad_alignment(
+    centre: Any,
+    x: Any,
+    source_size: tuple[int, int],
+    crop_size: int,
+    landmarks: Any = None,
+    method: str = "manual",
+) -> Alignment:
+    """The similarity transform that maps the square ``(centre, x)`` (see :func:`ffhq_quad`) onto a ``crop_size``
+    crop."""
+    centre, x = np.asarray(centre, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    if np.hypot(*x) < 1e-6:
+        raise AlignmentError("the crop square has no size")
     y = np.array([-x[1], x[0]])
-    centre = eye_avg + eye_to_mouth * 0.1
     # Crop pixel (u, v) (centres at integers) sits at corner + (u + 0.5) * 2x/S + (v + 0.5) * 2y/S in the photo.
     corner = centre - x - y
     inverse = np.eye(3)
@@ -435,7 +450,15 @@ def ffhq_alignment(landmarks: Any, source_size: tuple[int, int], crop_size: int,
     inverse[:2, 1] = 2.0 * y / crop_size
     inverse[:2, 2] = corner + (x + y) / crop_size
     forward = np.linalg.inv(inverse)
-    return Alignment(forward[:2].tolist(), crop_size, source_size, points.tolist(), method)
+    points = None if landmarks is None else np.asarray(landmarks, dtype=np.float64).reshape(5, 2).tolist()
+    return Alignment(forward[:2].tolist(), crop_size, source_size, points, method)
+
+
+def ffhq_alignment(landmarks: Any, source_size: tuple[int, int], crop_size: int, method: str = "manual") -> Alignment:
+    """The FFHQ oriented square for five landmarks, as a similarity transform to a ``crop_size`` square."""
+    points = parse_landmarks(landmarks) if isinstance(landmarks, str) else np.asarray(landmarks, dtype=np.float64)
+    centre, x = ffhq_quad(points)
+    return quad_alignment(centre, x, source_size, crop_size, points, method)
 
 
 def center_alignment(source_size: tuple[int, int], crop_size: int) -> Alignment:
