@@ -107,8 +107,9 @@ def save_grid(rows: dict[str, torch.Tensor], path: Path, step: int = 2) -> None:
     strips = [torch.cat(list(frames[::step]), dim=2) for frames in rows.values()]
     grid = torch.cat(strips, dim=1)
     picture = Image.fromarray((grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)  # readable faces
     draw = ImageDraw.Draw(picture)
-    height = rows[next(iter(rows))].shape[-2]
+    height = rows[next(iter(rows))].shape[-2] * 2
     for index, label in enumerate(rows):
         draw.text((4, index * height + 2), label, fill=(255, 255, 255))
     path.parent.mkdir(parents=True, exist_ok=True)

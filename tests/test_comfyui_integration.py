@@ -27,6 +27,8 @@ from PIL import Image
 
 from tools.build_workflows import (
     ALIGN_EXAMPLE_IMAGE,
+    EDIT_FACE_IN_VIDEO,
+    EXAMPLE_CLIP,
     EXAMPLE_IMAGE,
     FFHQ,
     INVERT_AND_RECONSTRUCT,
@@ -106,7 +108,7 @@ def server(tmp_path_factory, model_mirror):
     (custom_nodes / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
     for folder in ("input", "output", "temp", "user"):
         (root / folder).mkdir()
-    for image in (EXAMPLE_IMAGE, ALIGN_EXAMPLE_IMAGE):  # what the README tells users to do
+    for image in (EXAMPLE_IMAGE, ALIGN_EXAMPLE_IMAGE, EXAMPLE_CLIP):  # what the README tells users to do
         if (WORKFLOW_DIR / image).is_file():
             shutil.copy(WORKFLOW_DIR / image, root / "input" / image)
     config = root / "extra_model_paths.yaml"
@@ -238,7 +240,8 @@ def test_workflow_runs_in_comfyui(server, object_info, path):
     entry = _run(server, workflow, object_info)
     elapsed = time.monotonic() - started
     pngs = _saved_pngs(server, entry, workflow)
-    assert pngs, "the workflow saved no image"
+    videos = _saved_videos(server, entry, workflow)
+    assert pngs or videos, "the workflow saved no image and no video"
     for png, has_latent in pngs:
         assert png.is_file(), png
         with Image.open(png) as picture:
@@ -249,20 +252,60 @@ def test_workflow_runs_in_comfyui(server, object_info, path):
                 assert recipe["rows"] and recipe["generator_hash"]
         assert pixels.std() > 0.02, f"{png.name} is blank"
     pngs = [png for png, _ in pngs]
-    print(f"{path.stem}: {elapsed:.1f}s, saved {[p.name for p in pngs]}")
+    print(f"{path.stem}: {elapsed:.1f}s, saved {[p.name for p in pngs + videos]}")
     keep = os.environ.get("PTI_INTEGRATION_OUTPUTS")  # a folder to copy the outputs to, for looking at them
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         for png in pngs:
             shutil.copy(png, Path(keep) / f"{path.stem}__{png.name}")
     if path.stem in EXTRA_CHECKS:
-        EXTRA_CHECKS[path.stem](server, entry, workflow, pngs)
+        EXTRA_CHECKS[path.stem](server, entry, workflow, pngs or videos)
 
     if path.stem.endswith(FFHQ.title_suffix):  # downloaded on first use into the server's models/stylegan
         assert (server.root / "models" / "stylegan" / "ffhq.pkl").is_file()
     if any(n["type"] == "PTI_SavePTI" for n in workflow["nodes"]):
         saved = server.output_dir / "pti"
         assert any((folder / "delta.safetensors").is_file() for folder in saved.iterdir())
+
+
+def _saved_videos(server: ComfyServer, entry: dict, workflow: dict) -> list[Path]:
+    """Every file the workflow's Save Video nodes wrote."""
+    savers = [str(n["id"]) for n in workflow["nodes"] if n["type"] == "SaveVideo"]
+    found = []
+    for node_id in savers:
+        for items in entry["outputs"].get(node_id, {}).values():
+            found += [server.output_dir / i["subfolder"] / i["filename"] for i in items if isinstance(i, dict)]
+    return found
+
+
+def _decode(path: Path) -> tuple[np.ndarray, float, bool]:
+    """Frames ``[N, H, W, 3]`` 0..1, fps and whether there is an audio stream."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return np.stack(frames).astype(np.float32) / 255, float(stream.average_rate), bool(container.streams.audio)
+
+
+def _check_video(server: ComfyServer, entry: dict, workflow: dict, videos: list[Path]) -> None:
+    """Workflow 7: the edited clip has the source's frame count, size, frame rate and audio, and its faces changed
+    while the frame borders did not (beyond the codec's noise)."""
+    (video,) = videos
+    edited, fps, has_audio = _decode(video)
+    source, source_fps, _ = _decode(WORKFLOW_DIR / EXAMPLE_CLIP)
+    assert edited.shape == source.shape and fps == source_fps and has_audio
+    border = np.abs(edited - source)[:, :12].mean()
+    centre = np.abs(edited - source)[:, 30:110, 55:140].mean()
+    print(f"video edit: mean change {centre:.4f} in the face region, {border:.4f} on the top border")
+    assert centre > 0.01 and border < 0.02
+    keep = os.environ.get("PTI_INTEGRATION_OUTPUTS")
+    if keep:
+        middle = len(edited) // 2
+        for name, frames in (("source", source), ("edited", edited)):
+            Image.fromarray((frames[middle] * 255).round().astype(np.uint8)).save(
+                Path(keep) / f"{EDIT_FACE_IN_VIDEO}__{name}.png"
+            )
 
 
 def _psnr_to_photo(png: Path) -> float:
@@ -317,4 +360,5 @@ EXTRA_CHECKS = {
     INVERT_AND_RECONSTRUCT: _check_reconstruction,
     INVERT_AND_SWEEP: _check_sweep_moves,
     TURN_AND_MOVE_STYLEGAN3: _check_turn_and_move,
+    EDIT_FACE_IN_VIDEO: _check_video,
 }

@@ -27,6 +27,7 @@ from tools.comfy_workflow import input_items, spec_kind, widgets_of  # noqa: E40
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 EXAMPLE_IMAGE = "pti_example_face.png"
 ALIGN_EXAMPLE_IMAGE = "pti_example_photo.jpg"
+EXAMPLE_CLIP = "pti_example_clip.mp4"
 
 # The core nodes the workflows use, as ComfyUI 0.3.x declares them (nodes.py).
 CORE_NODES = {
@@ -40,6 +41,37 @@ CORE_NODES = {
         "input": {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}},
         "output": ["IMAGE"],
         "output_name": ["IMAGE"],
+    },
+    # ComfyUI's core video nodes (comfy_extras/nodes_video.py), as /object_info lists them.
+    "LoadVideo": {
+        "input": {"required": {"file": ("COMBO", {"options": [EXAMPLE_CLIP], "video_upload": True})}},
+        "output": ["VIDEO"],
+        "output_name": ["VIDEO"],
+    },
+    "GetVideoComponents": {
+        "input": {"required": {"video": ("VIDEO",)}},
+        "output": ["IMAGE", "AUDIO", "FLOAT"],
+        "output_name": ["images", "audio", "fps"],
+    },
+    "CreateVideo": {
+        "input": {
+            "required": {"images": ("IMAGE",), "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0})},
+            "optional": {"audio": ("AUDIO",)},
+        },
+        "output": ["VIDEO"],
+        "output_name": ["VIDEO"],
+    },
+    "SaveVideo": {
+        "input": {
+            "required": {
+                "video": ("VIDEO",),
+                "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+                "format": ("COMBO", {"options": ["auto", "mp4"], "default": "auto"}),
+                "codec": ("COMBO", {"options": ["auto", "h264"], "default": "auto"}),
+            }
+        },
+        "output": [],
+        "output_name": [],
     },
 }
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -95,13 +127,17 @@ class Graph:
     # ---------------------------------------------------------------------------------------------- to JSON
 
     def _link_inputs(self, node: Node) -> list[tuple[str, str]]:
-        """(name, type) of every input that is a socket, not a widget, in declaration order."""
-        sockets = []
+        """(name, type) of every input that is a socket, in declaration order: the non-widget inputs, then the
+        widgets that a link drives (a widget converted to an input, e.g. a clip's fps)."""
+        sockets, linked_widgets = [], []
+        linked = {name for _, _, _, dst, name in self.links if dst == node.id}
         for name, spec, _required in input_items(self.specs[node.type]["input"]):
             kind, options, _choices = spec_kind(spec)
             if kind not in WIDGET_KINDS or options.get("forceInput"):
                 sockets.append((name, kind))
-        return sockets
+            elif name in linked:
+                linked_widgets.append((name, kind))
+        return sockets + linked_widgets
 
     def _widget_values(self, node: Node) -> list:
         values = []
@@ -118,7 +154,8 @@ class Graph:
                 value = widget.choices[0]
             values.append(value)
             if widget.extra_values:
-                values.append("image" if widget.options.get("image_upload") else "fixed")
+                upload = widget.options.get("image_upload") or widget.options.get("video_upload")
+                values.append("image" if upload else "fixed")
         return values
 
     def _order(self) -> dict[int, int]:
@@ -148,8 +185,10 @@ class Graph:
             links_json.append([link_id, src, out_slot, dst, in_names.index(input_name), out_type])
         for node in self.nodes:
             spec = self.specs[node.type]
+            widget_names = {w.name for w in widgets_of(spec["input"])}
             inputs = [
                 {"name": name, "type": kind, "link": self._incoming(node.id, name)}
+                | ({"widget": {"name": name}} if name in widget_names else {})
                 for name, kind in self._link_inputs(node)
             ]
             outputs = [
@@ -471,6 +510,50 @@ def turn_and_move_stylegan3(specs: dict) -> Graph:
     return graph
 
 
+def edit_face_in_video(specs: dict) -> Graph:
+    """A clip through ComfyUI's core video nodes: one generator tuned on every frame, the same edit on each, pasted
+    back, saved as a video with the source's frame rate and audio."""
+    graph = Graph(specs)
+    load = graph.add("LoadVideo", 0, 0, file=EXAMPLE_CLIP)
+    parts = graph.add("GetVideoComponents", 0, 5)
+    graph.link(load, "VIDEO", parts, "video")
+    model = graph.add("PTI_LoadStyleGAN", 1, 0, model_name=EMBEDDED.model_name)
+    encoder = graph.add("PTI_LoadEncoder", 1, 2, encoder_name="(embedded default model's encoder)")
+    tune = graph.add(
+        "PTI_VideoTune", 2, 0, tune_steps=VIDEO_TUNE_STEPS, stop_at_psnr=STOP_AT_PSNR, smooth_center=1.0,
+        smooth_size=3.0, detector="auto", seed=0,
+    )  # fmt: skip
+    graph.link(model, "generator", tune, "generator")
+    graph.link(parts, "images", tune, "images")
+    graph.link(encoder, "encoder", tune, "encoder")
+    direction = graph.add("PTI_LoadDirection", 2, 5, direction="smile", entry="")
+    graph.link(tune, "tuned_generator", direction, "generator")
+    edit = graph.add(
+        "PTI_VideoEdit", 3, 0, strength=2.0, layer_start=-1, layer_end=-1, frame_offset=0, stitch_steps=0,
+        feather=0.08,
+    )  # fmt: skip
+    graph.link(tune, "video_inversion", edit, "video_inversion")
+    graph.link(parts, "images", edit, "images")
+    graph.link(direction, "direction", edit, "direction")
+    video = graph.add("CreateVideo", 4, 0, fps=12.0)
+    graph.link(edit, "images", video, "images")
+    graph.link(parts, "fps", video, "fps")
+    graph.link(parts, "audio", video, "audio")
+    graph.add("SaveVideo", 5, 0, filename_prefix="PTI/video_smile", format="auto", codec="auto")
+    graph.link(video, "VIDEO", graph.nodes[-1], "video")
+    aligned = graph.add("PreviewImage", 3, 4, title="Aligned faces tuned on")
+    graph.link(tune, "aligned", aligned, "images")
+    graph.note(
+        f"Copy {EXAMPLE_CLIP} into ComfyUI's input/ folder (a real face under a moving camera, 24 frames). Video "
+        "Tune aligns every frame (crop smoothed over time), starts each pivot from the encoder and tunes ONE "
+        "generator on all frames; Video Edit applies the same smile to every frame and pastes it back. Frame rate "
+        "and audio go from Get Video Components straight to Create Video. A few minutes on a 2-core CPU.",
+        0,
+        7,
+    )
+    return graph
+
+
 # File names are the template cards' titles in ComfyUI's template browser.
 INVERT_AND_RECONSTRUCT = "PTI 1 - Invert a photo and reconstruct it"
 INVERT_AND_SWEEP = "PTI 2 - Invert a photo and sweep an edit"
@@ -478,6 +561,8 @@ GENERATE_AND_EDIT = "PTI 3 - Generate faces and edit them"
 ALIGN_EDIT_PASTE_BACK = "PTI 4 - Align a face, edit it, paste it back"
 ENCODER_WARM_START = "PTI 5 - Start from the encoder, then tune"
 TURN_AND_MOVE_STYLEGAN3 = "PTI 6 - Turn and move a StyleGAN3 face"
+EDIT_FACE_IN_VIDEO = "PTI 7 - Edit a face in a video"
+VIDEO_TUNE_STEPS = 100
 
 WORKFLOWS = {
     INVERT_AND_RECONSTRUCT: invert_and_reconstruct,
@@ -486,6 +571,7 @@ WORKFLOWS = {
     ALIGN_EDIT_PASTE_BACK: align_edit_paste_back,
     ENCODER_WARM_START: encoder_warm_start,
     TURN_AND_MOVE_STYLEGAN3: turn_and_move_stylegan3,
+    EDIT_FACE_IN_VIDEO: edit_face_in_video,
 }
 # The photo workflows again on NVIDIA's FFHQ 1024 generator, downloaded on first run (the embedded ones stay the
 # offline default).

@@ -6,8 +6,8 @@ widget inputs, and links as ``[id, origin_node, origin_slot, target_node, target
 ``POST /prompt`` takes is ``{node_id: {"class_type": ..., "inputs": {name: value | [origin_id, slot]}}}``.
 
 The rules below follow ComfyUI's frontend (1.27): an INT input named ``seed``/``noise_seed`` or with
-``control_after_generate`` gets an extra "control after generate" widget, and an ``image_upload`` COMBO an extra
-upload widget; both are saved in ``widgets_values`` but are not inputs of the node.
+``control_after_generate`` gets an extra "control after generate" widget, and an ``image_upload`` or ``video_upload``
+COMBO an extra upload widget; both are saved in ``widgets_values`` but are not inputs of the node.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def widgets_of(input_types: dict) -> list[Widget]:
         extra = 0
         if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
             extra += 1
-        if options.get("image_upload"):
+        if options.get("image_upload") or options.get("video_upload"):
             extra += 1
         widgets.append(Widget(name, kind, options, choices, extra))
     return widgets

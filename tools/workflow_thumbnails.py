@@ -29,6 +29,7 @@ INPUTS = {
     build_workflows.ALIGN_EDIT_PASTE_BACK: "pti_example_photo.jpg",
     build_workflows.ENCODER_WARM_START: "pti_example_face.png",
     build_workflows.TURN_AND_MOVE_STYLEGAN3: None,
+    build_workflows.EDIT_FACE_IN_VIDEO: "",  # a frame of the clip: the integration test saves it beside the result
 }
 # Workflows that need a GPU and a download: a description card instead of an output (until one is run on a GPU).
 DESCRIBED = {
@@ -91,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     write_description_cards()
     for name, photo_name in INPUTS.items():
-        results = sorted(args.outputs.glob(f"{name}__*.png"))
+        results = sorted(p for p in args.outputs.glob(f"{name}__*.png") if not p.stem.endswith("__source"))
         if not results:
             print(f"no output of {name} in {args.outputs}", file=sys.stderr)
             return 1
-        photo = Image.open(WORKFLOW_DIR / photo_name) if photo_name else None
+        if photo_name == "":
+            photo = Image.open(args.outputs / f"{name}__source.png")
+        else:
+            photo = Image.open(WORKFLOW_DIR / photo_name) if photo_name else None
         path = WORKFLOW_DIR / f"{name}.jpg"
         thumbnail(photo, Image.open(results[-1])).save(path, quality=90)
         print(path)
