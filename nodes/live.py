@@ -77,10 +77,11 @@ class EditLive:
         for index in range(2, MAX_DIRECTIONS + 1):
             optional[direction_key(index)] = common.link_input(common.DIRECTION, f"Optional direction {index}.")
             optional[strength_key(index)] = _strength_input(index)
-        required["layer_start"] = common.int_input(
+        # Optional (with defaults) only so that they are drawn below the sliders.
+        optional["layer_start"] = common.int_input(
             -1, -1, 63, "First w layer to edit (0 = coarsest). Both -1: each direction's own layers (or all)."
         )
-        required["layer_end"] = common.int_input(-1, -1, 64, "Stop before this w layer (exclusive); -1 = the last.")
+        optional["layer_end"] = common.int_input(-1, -1, 64, "Stop before this w layer (exclusive); -1 = the last.")
         return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
@@ -90,12 +91,12 @@ class EditLive:
         return float("nan")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, layer_start, layer_end):
+    def VALIDATE_INPUTS(cls, layer_start=-1, layer_end=-1):
         if layer_start >= 0 and layer_end >= 0 and layer_end <= layer_start:
             return f"layer_end ({layer_end}) must be greater than layer_start ({layer_start})"
         return True
 
-    def edit(self, generator, latent, layer_start, layer_end, unique_id=None, **sliders):
+    def edit(self, generator, latent, layer_start=-1, layer_end=-1, unique_id=None, **sliders):
         if len(latent) == 0:
             raise ValueError("the latent batch is empty")
         directions, values = {}, {}

@@ -140,7 +140,8 @@ def test_node_runs_with_one_direction_and_a_layer_range(generator, latent):
     assert node.IS_CHANGED() != node.IS_CHANGED(), "each queue must re-run the node (one session per tab)"
     spec = node.INPUT_TYPES()
     assert spec["required"]["strength_1"][1]["display"] == "slider"
-    assert set(spec["optional"]) == {f"{kind}_{i}" for kind in ("direction", "strength") for i in (2, 3, 4)}
+    sliders = {f"{kind}_{i}" for kind in ("direction", "strength") for i in (2, 3, 4)}
+    assert list(spec["optional"]) == [*sorted(sliders, key=lambda k: (k[-1], k)), "layer_start", "layer_end"]
     live_node.STORE.release_all()
 
 

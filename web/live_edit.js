@@ -14,10 +14,10 @@ const SETTLE_MS = 250; // no change for this long: render the final (PNG) image
 const STALE_MS = 1000;
 const PREVIEW_HEIGHT = 256;
 
-function strengthValues(node) {
+function strengthValues(node, keys) {
   const values = {};
   for (const widget of node.widgets ?? []) {
-    if (widget.name.startsWith("strength_")) values[widget.name] = Number(widget.value);
+    if (keys.includes(widget.name)) values[widget.name] = Number(widget.value);
   }
   return values;
 }
@@ -26,6 +26,7 @@ class LivePreview {
   constructor(node) {
     this.node = node;
     this.session = null;
+    this.keys = []; // the sliders whose direction is connected: the only ones the session knows
     this.image = null;
     this.message = "";
     this.inFlight = null; // {controller, startedAt}
@@ -36,10 +37,11 @@ class LivePreview {
     this.stats = { sent: 0, received: 0, aborted: 0, errors: 0 };
   }
 
-  start(session) {
+  start(session, keys) {
     this.inFlight?.controller.abort();
     this.inFlight = null;
     this.session = session;
+    this.keys = keys;
     this.message = "";
     this.request("final");
   }
@@ -86,7 +88,7 @@ class LivePreview {
     const session = this.session;
     const body = JSON.stringify({
       session,
-      values: strengthValues(this.node),
+      values: strengthValues(this.node, this.keys),
       quality,
       client_id: api.clientId ?? api.initialClientId ?? null,
     });
@@ -112,6 +114,7 @@ class LivePreview {
       const image = await createImageBitmap(blob);
       if (session === this.session && !controller.signal.aborted) {
         this.stats.received++;
+        this.lastBlob = blob; // what the node shows, as the server sent it
         this.show(image, "");
       }
     } catch (error) {
@@ -150,7 +153,8 @@ function addPreviewWidget(node) {
     name: "pti_live_preview",
     type: "pti_live_preview",
     value: "",
-    serialize: false, // not a node input: the workflow keeps only the sliders
+    serialize: false, // not a node input: neither the workflow nor the prompt carries it
+    options: { serialize: false },
     draw(ctx, _node, width, y) {
       preview.draw(ctx, width, y);
     },
@@ -184,7 +188,9 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message, ...rest) {
       const result = onExecuted?.apply(this, [message, ...rest]);
       const entry = message?.pti_live?.[0];
-      if (entry?.session) (this.ptiLivePreview ?? addPreviewWidget(this)).start(entry.session);
+      if (entry?.session) {
+        (this.ptiLivePreview ?? addPreviewWidget(this)).start(entry.session, Object.keys(entry.values ?? {}));
+      }
       return result;
     };
     const onRemoved = nodeType.prototype.onRemoved;
