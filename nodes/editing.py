@@ -140,7 +140,7 @@ class ApplyLatentEdit:
         model_hash = direction.meta.get("generator_hash")
         if model_hash and latent_lineage(latent) and model_hash not in latent_lineage(latent):
             log.warning("PTI: direction %r was made for another generator (%s)", direction.name, model_hash)
-        layers = _layer_range(num_ws, layer_start, layer_end)
+        layers = layer_range(num_ws, layer_start, layer_end)
         values = parse_strengths(strengths) if mode == "sweep" else [strength]
         if not values:
             raise ValueError("no strengths given: write e.g. '-3:3:5' or '-2, 0, 2'")
@@ -197,7 +197,7 @@ class BlendLatents:
         if lineage_a and lineage_b and not lineage_a & lineage_b:
             raise ValueError("the two latents come from unrelated generators: blend latents made with the same model")
         if mode == "style mix":
-            layers = _layer_range(latent_a.ws.shape[1], layer_start, layer_end)
+            layers = layer_range(latent_a.ws.shape[1], layer_start, layer_end)
             blended = style_mix(latent_a, latent_b, layers)
             step = {"blend": "style mix", "layers": list(layers)}
         else:
@@ -208,7 +208,7 @@ class BlendLatents:
         return (blended,)
 
 
-def _layer_range(num_ws: int, layer_start: int, layer_end: int) -> tuple[int, int] | None:
+def layer_range(num_ws: int, layer_start: int, layer_end: int) -> tuple[int, int] | None:
     """Half-open layer range to edit: None (the direction's own) when both are -1, else start..end with -1 = open."""
     if layer_start < 0 and layer_end < 0:
         return None

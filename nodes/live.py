@@ -14,7 +14,7 @@ import sys
 from ..pti.live import LiveScene, LiveSessionStore, SliderRange
 from ..pti.memory import inference_bytes
 from . import common, managed_models
-from .editing import _layer_range
+from .editing import layer_range
 
 log = logging.getLogger("pti.nodes")
 
@@ -106,7 +106,7 @@ class EditLive:
                 directions[strength_key(index)] = direction
                 values[strength_key(index)] = float(sliders.get(strength_key(index), 0.0))
         ranges = {key: SliderRange(STRENGTH_MIN, STRENGTH_MAX) for key in directions}
-        layers = _layer_range(latent.ws.shape[1], layer_start, layer_end)
+        layers = layer_range(latent.ws.shape[1], layer_start, layer_end)
         with STORE.lock:  # no live render of this node's generator while it runs
             managed_models.use(generator, memory_required=inference_bytes(generator, 1))
             scene = LiveScene(generator, latent, directions, ranges, values, layers)

@@ -83,6 +83,9 @@ def test_dragging_a_slider_updates_the_preview_without_queueing(session_record):
     assert record["message"] == "", record["message"]
     drafts = [p for p in record["previews"] if p["type"] == "image/jpeg" and p["status"] == 200]
     assert drafts, "drafts are JPEG"
+    assert record["maxRendersInFlight"] == 1, "one request in flight per node"
+    gaps = np.diff(record["renderSentAt"])
+    assert gaps.min() >= 25, f"throttled to ~30 Hz: {gaps.tolist()}"  # 33 ms, less the clock's coarseness
 
 
 def test_the_workflow_keeps_the_dragged_value(session_record):

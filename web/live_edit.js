@@ -47,7 +47,10 @@ class LivePreview {
   }
 
   changed() {
-    if (!this.session) return;
+    if (!this.session) {
+      if (!this.message) this.show(null, "queue once to preview the sliders live");
+      return;
+    }
     this.dirty = true;
     clearTimeout(this.settleTimer);
     this.settleTimer = setTimeout(() => this.request("final"), SETTLE_MS);
@@ -137,7 +140,12 @@ class LivePreview {
   draw(ctx, width, y) {
     const size = Math.min(width - 20, PREVIEW_HEIGHT);
     const x = (width - size) / 2;
-    if (this.image) ctx.drawImage(this.image, x, y + 4, size, size);
+    if (this.image) {
+      const smoothing = ctx.imageSmoothingEnabled;
+      ctx.imageSmoothingEnabled = this.image.width >= size; // a small model's pixels stay crisp when enlarged
+      ctx.drawImage(this.image, x, y + 4, size, size);
+      ctx.imageSmoothingEnabled = smoothing;
+    }
     if (this.message) {
       ctx.fillStyle = "#f66";
       ctx.font = "12px sans-serif";

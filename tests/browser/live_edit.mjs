@@ -22,11 +22,25 @@ try {
     const text = String(error?.stack ?? error);
     (text.includes("/extensions/") ? result.errors : result.frontendErrors).push(text);
   });
+  // Live renders in flight at once (the extension allows one) and when each was sent (at most ~30 Hz).
+  let rendering = 0;
+  result.maxRendersInFlight = 0;
+  result.renderSentAt = [];
+  const isRender = (request) => request.url().endsWith("/pti/live/render");
+  const renderDone = (request) => {
+    if (isRender(request)) rendering--;
+  };
   page.on("request", (request) => {
     if (request.url().includes("/api/")) {
       result.requests.push({ at: Date.now(), method: request.method(), path: new URL(request.url()).pathname });
     }
+    if (isRender(request)) {
+      result.maxRendersInFlight = Math.max(result.maxRendersInFlight, ++rendering);
+      result.renderSentAt.push(Date.now());
+    }
   });
+  page.on("requestfinished", renderDone);
+  page.on("requestfailed", renderDone);
   page.on("response", (response) => {
     if (!response.url().endsWith("/pti/live/render")) return;
     const type = response.headers()["content-type"] ?? "";
