@@ -114,3 +114,8 @@ def test_another_tab_cannot_use_the_session(session_record):
     record, _ = session_record
     assert record["tabsDiffer"]
     assert record["otherTab"]["status"] == 404 and "another browser tab" in record["otherTab"]["body"]
+
+
+def test_unload_models_releases_the_session(session_record):
+    record, _ = session_record
+    assert record["afterFree"]["status"] == 410 and "Unload models" in record["afterFree"]["body"], record["afterFree"]

@@ -150,6 +150,18 @@ try {
   result.requeueStartedAt = Date.now();
   result.secondSession = await queueAndWait();
   await page.waitForTimeout(1500); // Save Image (PTI) runs after Edit Live
+
+  // "Unload Models" (the frontend's api.freeMemory: POST /api/free) releases the session.
+  result.afterFree = await page.evaluate(async (session) => {
+    const api = window.comfyAPI.api.api;
+    await api.freeMemory({ freeExecutionCache: false });
+    const response = await api.fetchApi("/pti/live/render", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session, values: {}, client_id: api.clientId }),
+    });
+    return { status: response.status, body: await response.text() };
+  }, result.secondSession);
 } catch (error) {
   result.errors.push(String(error?.stack ?? error));
 } finally {
