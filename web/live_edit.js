@@ -118,7 +118,7 @@ class LivePreview {
       if (session === this.session && !controller.signal.aborted) {
         this.stats.received++;
         this.lastBlob = blob; // what the node shows, as the server sent it
-        this.show(image, "");
+        this.show(image, "", blob);
       }
     } catch (error) {
       if (error?.name !== "AbortError") {
@@ -131,9 +131,16 @@ class LivePreview {
     }
   }
 
-  show(image, message) {
+  show(image, message, blob = null) {
     if (image) this.image = image;
     this.message = message;
+    if (this.element) {
+      if (blob) {
+        if (this.element.img.src) URL.revokeObjectURL(this.element.img.src);
+        this.element.img.src = URL.createObjectURL(blob);
+      }
+      this.element.note.textContent = message;
+    }
     this.node.setDirtyCanvas(true, true);
   }
 
@@ -154,22 +161,48 @@ class LivePreview {
   }
 }
 
+// The preview: a DOM widget (an <img>) where the frontend offers them, which both the classic canvas and the Vue
+// node renderer show; otherwise a widget drawn on the canvas. Neither is saved in the workflow or sent in a prompt.
+function previewElement() {
+  const root = document.createElement("div");
+  root.style.cssText = "display:flex;flex-direction:column;align-items:center;width:100%;height:100%;";
+  const img = document.createElement("img");
+  img.style.cssText = "flex:1;min-height:0;max-width:100%;object-fit:contain;image-rendering:pixelated;";
+  img.alt = "";
+  const note = document.createElement("div");
+  note.style.cssText = "color:#f66;font:12px sans-serif;text-align:center;";
+  root.append(img, note);
+  return { root, img, note };
+}
+
 function addPreviewWidget(node) {
   const preview = new LivePreview(node);
   node.ptiLivePreview = preview;
-  node.addCustomWidget({
-    name: "pti_live_preview",
-    type: "pti_live_preview",
-    value: "",
-    serialize: false, // not a node input: neither the workflow nor the prompt carries it
-    options: { serialize: false },
-    draw(ctx, _node, width, y) {
-      preview.draw(ctx, width, y);
-    },
-    computeSize(width) {
-      return [width, PREVIEW_HEIGHT + 8];
-    },
-  });
+  if (typeof node.addDOMWidget === "function") {
+    preview.element = previewElement();
+    const widget = node.addDOMWidget("pti_live_preview", "pti_live_preview", preview.element.root, {
+      serialize: false,
+      hideOnZoom: false,
+      getMinHeight: () => PREVIEW_HEIGHT,
+      getValue: () => "",
+      setValue: () => {},
+    });
+    widget.serialize = false;
+  } else {
+    node.addCustomWidget({
+      name: "pti_live_preview",
+      type: "pti_live_preview",
+      value: "",
+      serialize: false,
+      options: { serialize: false },
+      draw(ctx, _node, width, y) {
+        preview.draw(ctx, width, y);
+      },
+      computeSize(width) {
+        return [width, PREVIEW_HEIGHT + 8];
+      },
+    });
+  }
   for (const widget of node.widgets ?? []) {
     if (!widget.name.startsWith("strength_")) continue;
     const callback = widget.callback;
