@@ -1,4 +1,4 @@
-"""ComfyUI entry point of the PTI node pack: collects the node mappings, nothing else.
+"""ComfyUI entry point of the PTI node pack: collects the node mappings and names the web extension folder.
 
 Outside ComfyUI (a test runner collecting the repository, a script importing the core) there is no
 ``folder_paths`` module; the pack then exposes empty mappings instead of failing, and the core stays importable.
@@ -14,4 +14,7 @@ else:
     NODE_CLASS_MAPPINGS: dict = {}
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# Served by ComfyUI at /extensions/<pack>/: the Edit Live (PTI) slider preview (web/live_edit.js).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -21,7 +21,9 @@ from pti.networks import Generator
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
-ALLOWED_SKIP_REASONS = re.compile(r"needs a GPU|COMFYUI_DIR is not set|shared data folder .* is absent")
+ALLOWED_SKIP_REASONS = re.compile(
+    r"needs a GPU|COMFYUI_DIR is not set|shared data folder .* is absent|no headless Chromium"
+)
 _unexpected_skips: list[str] = []
 
 

@@ -36,7 +36,7 @@ def load(path: Path) -> dict:
 
 def test_there_are_workflows_for_each_use_case():
     names = {p.stem for p in WORKFLOW_FILES}
-    assert set(WORKFLOWS) == names and len(names) == 10
+    assert set(WORKFLOWS) == names and len(names) == 11
     assert (WORKFLOW_DIR / EXAMPLE_IMAGE).is_file(), "the example photo the workflows load must ship with the pack"
 
 

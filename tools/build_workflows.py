@@ -554,6 +554,28 @@ def edit_face_in_video(specs: dict) -> Graph:
     return graph
 
 
+def edit_live(specs: dict) -> Graph:
+    """Invert and tune the example photo, then edit it with Edit Live's sliders (smile and yaw)."""
+    graph = Graph(specs)
+    model, photo = _sources(graph)
+    project, tune = _invert(graph, model, photo)
+    live = graph.add("PTI_EditLive", 3, 0, strength_1=0.0, strength_2=0.0, layer_start=-1, layer_end=-1)
+    graph.link(tune, "tuned_generator", live, "generator")
+    graph.link(project, "latent", live, "latent")
+    for index, name in enumerate(("smile", "yaw"), start=1):
+        direction = graph.add("PTI_LoadDirection", 2, 3 + index, direction=name, entry="")
+        graph.link(tune, "tuned_generator", direction, "generator")
+        graph.link(direction, "direction", live, f"direction_{index}")
+    _save_grid(graph, live, live, "PTI/live_edit", 1, (4, 0))
+    graph.note(
+        "Queue once (inversion and tuning run once). Then drag a strength slider of Edit Live: the face changes on "
+        "the node without queueing. Queue again to save exactly what the node shows; only Edit Live and Save re-run.",
+        0,
+        5,
+    )
+    return graph
+
+
 # File names are the template cards' titles in ComfyUI's template browser.
 INVERT_AND_RECONSTRUCT = "PTI 1 - Invert a photo and reconstruct it"
 INVERT_AND_SWEEP = "PTI 2 - Invert a photo and sweep an edit"
@@ -563,6 +585,7 @@ ENCODER_WARM_START = "PTI 5 - Start from the encoder, then tune"
 TURN_AND_MOVE_STYLEGAN3 = "PTI 6 - Turn and move a StyleGAN3 face"
 EDIT_FACE_IN_VIDEO = "PTI 7 - Edit a face in a video"
 VIDEO_TUNE_STEPS = 100
+EDIT_LIVE = "PTI 8 - Edit live with sliders"
 
 WORKFLOWS = {
     INVERT_AND_RECONSTRUCT: invert_and_reconstruct,
@@ -572,6 +595,7 @@ WORKFLOWS = {
     ENCODER_WARM_START: encoder_warm_start,
     TURN_AND_MOVE_STYLEGAN3: turn_and_move_stylegan3,
     EDIT_FACE_IN_VIDEO: edit_face_in_video,
+    EDIT_LIVE: edit_live,
 }
 # The photo workflows again on NVIDIA's FFHQ 1024 generator, downloaded on first run (the embedded ones stay the
 # offline default).

@@ -30,6 +30,7 @@ INPUTS = {
     build_workflows.ENCODER_WARM_START: "pti_example_face.png",
     build_workflows.TURN_AND_MOVE_STYLEGAN3: None,
     build_workflows.EDIT_FACE_IN_VIDEO: "",  # a frame of the clip: the integration test saves it beside the result
+    build_workflows.EDIT_LIVE: "pti_example_face.png",
 }
 # Workflows that need a GPU and a download: a description card instead of an output (until one is run on a GPU).
 DESCRIBED = {
