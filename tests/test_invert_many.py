@@ -7,7 +7,6 @@ times slower) keep each photo under a second; the first photo of the session als
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, make_generator
-from PIL import Image
+from many_photos import BROKEN, PHOTOS, STEPS, manifest_rows, write_photos
 
 from pti.checkpoints import save_generator
 from pti.cli import main
@@ -28,27 +27,6 @@ from pti.latent import synthesize
 from pti.many import invert_many
 from pti.many_jobs import LOCK_FILE, MANIFEST_FILE, FolderBusy, ForeignManifest, folder_lock
 from pti.saved_result import load_result
-
-STEPS = {"steps_pivot": 2, "steps_tune": 2}
-PHOTOS = ("p0.png", "p1.png", "p2.png", "p3.png")
-BROKEN = "unreadable.png"  # sorts after the photos
-
-
-def write_photos(folder: Path, names=PHOTOS, broken: bool = True) -> Path:
-    """Distinct noise photos (40 px, seeded by name), plus a file that is not an image."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        seed = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
-        pixels = (np.random.default_rng(seed).random((40, 40, 3)) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / name)
-    if broken:
-        (folder / BROKEN).write_bytes(b"this is not an image")
-    return folder
-
-
-def manifest_rows(out: Path) -> tuple[dict, list[dict]]:
-    lines = [json.loads(line) for line in (out / MANIFEST_FILE).read_text().splitlines()]
-    return lines[0], lines[1:]
 
 
 @pytest.fixture(scope="module", autouse=True)
