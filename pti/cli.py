@@ -379,6 +379,12 @@ def _add_invert_many(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         choices=DETECTORS,
         help="FFHQ-align each photo's face first with this detector (auto: MTCNN); a photo without a face fails",
     )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="photos tuned at once, each its own weights (one forward/backward per step; not with --rank/--locality)",
+    )
     p.add_argument("--retries", type=int, default=2, help="extra tries of a failing photo before it is failed")
     p.add_argument("--retry-failed", action="store_true", help="run photos that failed in an earlier run again")
     p.add_argument("--force", action="store_true", help="start over a folder made with another model or settings")
@@ -419,7 +425,7 @@ def _run_invert_many(args: argparse.Namespace) -> int:
         locality=args.locality, rank=args.rank, seed=args.seed, align=args.align, delta_mode=args.delta_mode,
         init=_initial_latent(args.init, args.checkpoint, device), retries=args.retries,
         retry_failed=args.retry_failed, force=args.force, backend=args.backend, address=args.address,
-        actors=args.actors, on_row=report,
+        actors=args.actors, batch=args.batch, on_row=report,
     )  # fmt: skip
     failed = len(summary.failed) + len(summary.skipped_failed)
     before = len(summary.skipped_failed)

@@ -31,7 +31,7 @@ from .many_jobs import (
     make_jobs,
     manifest_header,
     outcome_row,
-    read_photo,
+    read_photos,
     write_outputs,
 )
 from .networks import Generator
@@ -98,6 +98,7 @@ def invert_many(
     backend: str = "local",
     address: str | None = None,
     actors: int | None = None,
+    batch: int = 1,
     on_row: RowFn | None = None,
 ) -> ManySummary:
     """Invert every photo of ``inputs`` (files, and folders: their images, sorted) against ``G`` into ``out_dir``.
@@ -106,11 +107,17 @@ def invert_many(
     face detector name to FFHQ-align each photo first, a faceless photo then fails). ``init``: an encoder or None.
     ``retries``: extra tries of a failing photo; ``retry_failed``: run photos that failed in an earlier run again;
     ``force``: start over a folder whose manifest has another model or settings (else ``ForeignManifest``).
-    ``backend="ray"``: see ``pti.many_ray.run_on_ray`` (``address``, ``actors``). ``on_row(row)`` is called after
-    each photo's row is on disk. A second run on the same folder meanwhile raises ``FolderBusy``.
+    ``backend="ray"``: see ``pti.many_ray.run_on_ray`` (``address``, ``actors``). ``batch``: photos each worker
+    tunes at once (``pti.pipeline.invert_each``; equal to one at a time up to float32 rounding; full-weight tuning
+    without locality). ``on_row(row)`` is called after each photo's row is on disk. A second run on the same folder
+    meanwhile raises ``FolderBusy``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if batch > 1 and (rank or locality):
+        raise ValueError("batch > 1 tunes every weight without locality; drop rank/locality or use batch=1")
     settings = ManySettings(
         space, preset, steps_pivot, steps_tune, target_psnr, locality, rank, seed, align, delta_mode
     )
@@ -141,17 +148,18 @@ def invert_many(
         if backend == "ray":
             from .many_ray import run_on_ray
 
-            run_on_ray(G, settings, init, queue, record, address=address, actors=actors)
+            run_on_ray(G, settings, init, queue, record, address=address, actors=actors, batch=batch)
         else:
-            run_locally(PhotoWorker(G, settings, init), queue, record)
+            run_locally(PhotoWorker(G, settings, init), queue, record, batch)
     return summary
 
 
-def run_locally(worker: PhotoWorker, queue: RetryQueue, record: Callable[[Job, int, dict[str, Any]], None]) -> None:
-    """Run the queue's photos one by one on ``worker``, recording each final outcome."""
+def run_locally(
+    worker: PhotoWorker, queue: RetryQueue, record: Callable[[Job, int, dict[str, Any]], None], batch: int = 1
+) -> None:
+    """Run the queue's photos on ``worker``, ``batch`` at a time, recording each final outcome."""
     while queue:
-        job, attempt = queue.pop()
-        data, problem = read_photo(job)
-        outcome = worker.run(data, job.sources[0], problem)
-        if queue.settle(job, attempt, outcome):
-            record(job, attempt, outcome)
+        jobs = queue.take(batch)
+        for (job, attempt), outcome in zip(jobs, worker.run_batch(read_photos(jobs))):
+            if queue.settle(job, attempt, outcome):
+                record(job, attempt, outcome)

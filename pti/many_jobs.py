@@ -32,7 +32,7 @@ from .delta import DELTA_MODES, save_delta
 from .hashing import state_dict_hash
 from .image import decode_image
 from .networks import Generator
-from .pipeline import invert
+from .pipeline import InversionResult, invert, invert_each
 from .saved_result import DELTA_FILE, PIVOT_FILE
 
 log = logging.getLogger(__name__)
@@ -322,9 +322,9 @@ class RetryQueue:
     def __len__(self) -> int:
         return len(self.waiting)
 
-    def pop(self) -> tuple[Job, int]:
-        """The next job and its attempt number (1 = first try)."""
-        return self.waiting.popleft()
+    def take(self, count: int) -> list[tuple[Job, int]]:
+        """Up to ``count`` next jobs, each with its attempt number (1 = first try)."""
+        return [self.waiting.popleft() for _ in range(min(count, len(self.waiting)))]
 
     def settle(self, job: Job, attempt: int, outcome: dict[str, Any]) -> bool:
         """True when ``outcome`` is final (success, or the last allowed failure); else the job is queued again."""
@@ -354,32 +354,79 @@ class PhotoWorker:
     def run(self, data: bytes | None, name: str, read_error: str | None = None) -> dict[str, Any]:
         """Invert one photo. Returns ``{"ok": True, "files", "metrics", "steps", "seconds", "worker"}`` or
         ``{"ok": False, "error", "seconds", "worker"}``: a bad photo never raises."""
-        started = time.perf_counter()
-        try:
-            if data is None:
-                raise OSError(read_error or f"cannot read {name}")
-            outcome = self._invert(decode_image(data, name))
-        except Exception as exc:  # a bad photo is a failed row, never a stopped batch
-            log.debug("%s failed", name, exc_info=True)
-            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        outcome.update(seconds=round(time.perf_counter() - started, 3), worker=self.identity)
-        return outcome
+        return self.run_batch([(data, name, read_error)])[0]
 
-    def _invert(self, photo: torch.Tensor) -> dict[str, Any]:
+    def run_batch(self, items: list[tuple[bytes | None, str, str | None]]) -> list[dict[str, Any]]:
+        """``run`` for several photos ``(data, name, read_error)``: each is read (and aligned) alone, then those
+        that could be are inverted together (``pti.pipeline.invert_each``: one tuning batch). When the batch fails
+        as a whole (out of memory, say), its photos run one at a time, so only a photo that fails alone fails."""
+        outcomes: dict[int, dict[str, Any]] = {}
+        photos: dict[int, tuple[torch.Tensor, str]] = {}
+        for index, (data, name, problem) in enumerate(items):
+            started = time.perf_counter()
+            try:
+                photos[index] = (self._photo(data, name, problem), name)
+            except Exception as exc:
+                outcomes[index] = self._failed(exc, name, started)
+        if len(photos) > 1:
+            try:
+                results = invert_each(
+                    self.G, [photo for photo, _ in photos.values()], init=self.init, **self._options()
+                )
+            except Exception as exc:
+                log.warning("tuning %d photos together failed (%s); running them one at a time", len(photos), exc)
+            else:
+                for index, result in zip(photos, results):
+                    seconds = result.metrics["projection_seconds"] + result.metrics["tuning_seconds"]
+                    outcomes[index] = self._succeeded(result, seconds)
+                photos = {}
+        for index, (photo, name) in photos.items():
+            started = time.perf_counter()
+            try:
+                rank = {"rank": self.settings.rank} if self.settings.rank else None
+                result = invert(
+                    self.G,
+                    photo,
+                    init=self.init,
+                    locality=self.settings.locality,
+                    tuning_options=rank,
+                    **self._options(),
+                )
+                outcomes[index] = self._succeeded(result, time.perf_counter() - started)
+            except Exception as exc:  # a bad photo is a failed row, never a stopped batch
+                outcomes[index] = self._failed(exc, name, started)
+        return [outcomes[index] for index in range(len(items))]
+
+    def _options(self) -> dict[str, Any]:
         s = self.settings
-        if s.align is not None:
+        return {"space": s.space, "steps_pivot": s.steps_pivot, "steps_tune": s.steps_tune,
+                "target_psnr": s.target_psnr, "seed": s.seed, "preset": s.preset}  # fmt: skip
+
+    def _photo(self, data: bytes | None, name: str, problem: str | None) -> torch.Tensor:
+        if data is None:
+            raise OSError(problem or f"cannot read {name}")
+        photo = decode_image(data, name)
+        if self.settings.align is not None:
             from .align import align_face  # the detectors load only when asked for
 
-            photo, _ = align_face(photo, self.G.img_resolution, detector=s.align)
-        result = invert(
-            self.G, photo, space=s.space, steps_pivot=s.steps_pivot, steps_tune=s.steps_tune,
-            target_psnr=s.target_psnr, locality=s.locality, seed=s.seed, preset=s.preset, init=self.init,
-            tuning_options={"rank": s.rank} if s.rank else None,
-        )  # fmt: skip
+            photo, _ = align_face(photo, self.G.img_resolution, detector=self.settings.align)
+        return photo
+
+    def _failed(self, exc: Exception, name: str, started: float) -> dict[str, Any]:
+        log.debug("%s failed", name, exc_info=True)
+        error = f"{type(exc).__name__}: {exc}"
+        return {
+            "ok": False,
+            "error": error,
+            "seconds": round(time.perf_counter() - started, 3),
+            "worker": self.identity,
+        }
+
+    def _succeeded(self, result: InversionResult, seconds: float) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="pti-many-") as tmp:
             pivot, delta = Path(tmp) / PIVOT_FILE, Path(tmp) / DELTA_FILE
             result.pivot.save(pivot)
-            save_delta(result.tuned, self.G, delta, mode=s.delta_mode, provenance=result.metrics)
+            save_delta(result.tuned, self.G, delta, mode=self.settings.delta_mode, provenance=result.metrics)
             files = {"pivot": pivot.read_bytes(), "delta": delta.read_bytes()}
         m = result.metrics
         return {
@@ -387,15 +434,22 @@ class PhotoWorker:
             "files": files,
             "metrics": {"pivot": m["pivot"], "tuned": m["tuned"]},
             "steps": {"projection": m["projection_steps"], "tuning": m["tuning_steps"]},
+            "tuned_together": m.get("tuned_together", 1),
+            "seconds": round(seconds, 3),
+            "worker": self.identity,
         }
 
 
-def read_photo(job: Job) -> tuple[bytes | None, str | None]:
-    """The job's bytes, or None and why they cannot be read (the worker turns that into a failed attempt)."""
-    try:
-        return job.read(), None
-    except (OSError, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+def read_photos(jobs: list[tuple[Job, int]]) -> list[tuple[bytes | None, str, str | None]]:
+    """What ``PhotoWorker.run_batch`` takes for ``jobs``: each photo's bytes and name, or None and why they cannot
+    be read (the worker turns that into a failed attempt)."""
+    items = []
+    for job, _ in jobs:
+        try:
+            items.append((job.read(), job.sources[0], None))
+        except (OSError, ValueError) as exc:
+            items.append((None, job.sources[0], f"{type(exc).__name__}: {exc}"))
+    return items
 
 
 def outcome_row(job: Job, attempt: int, outcome: dict[str, Any], outputs: dict[str, str]) -> dict[str, Any]:
@@ -412,7 +466,12 @@ def outcome_row(job: Job, attempt: int, outcome: dict[str, Any], outputs: dict[s
         "finished": _now(),
     }
     if outcome["ok"]:
-        row.update(steps=outcome["steps"], metrics=outcome["metrics"], outputs=outputs)
+        row.update(
+            steps=outcome["steps"],
+            tuned_together=outcome["tuned_together"],
+            metrics=outcome["metrics"],
+            outputs=outputs,
+        )
     else:
         row["error"] = outcome["error"]
     return row

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .many_jobs import Job, ManySettings, PhotoWorker, RetryQueue, read_photo
+from .many_jobs import Job, ManySettings, PhotoWorker, RetryQueue, read_photos
 from .networks import Generator
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,15 @@ def run_on_ray(
     record: Record,
     address: str | None = None,
     actors: int | None = None,
+    batch: int = 1,
 ) -> None:
     """Run the queue's photos on Ray actors, recording each final outcome in this process as it arrives.
 
     Connects to ``address`` (``"auto"``: the cluster this machine belongs to; None: an existing ``ray.init`` of this
     process, else ``RAY_ADDRESS`` or a new local cluster, shut down afterwards). ``actors``: how many (default: one
     per GPU of the cluster, or one per CPU when it has none; never more than there are photos). An actor that dies
-    counts as a failed attempt of its photo and is replaced.
+    counts as a failed attempt of its photos and is replaced. ``batch``: photos an actor takes at once (tuned
+    together).
     """
     ray = require_ray()
     started_here = not ray.is_initialized()
@@ -76,7 +78,7 @@ def run_on_ray(
     try:
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        count = min(actors or gpus or cpus, len(queue))
+        count = min(actors or gpus or cpus, -(-len(queue) // batch))
         if count < 1:
             raise ValueError(f"actors must be >= 1, got {actors}")
         threads = 1 if gpus else max(1, cpus // count)
@@ -88,32 +90,32 @@ def run_on_ray(
         def new_actor():
             return actor_class.remote(model, settings, encoder, threads)
 
-        _drive(ray, [new_actor() for _ in range(count)], new_actor, queue, record)
+        _drive(ray, [new_actor() for _ in range(count)], new_actor, queue, record, batch)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(ray, idle: list, new_actor: Callable[[], Any], queue: RetryQueue, record: Record) -> None:
-    """Keep every actor busy with one photo until the queue is empty and every result is in."""
-    running: dict[Any, tuple[Any, Job, int]] = {}
+def _drive(ray, idle: list, new_actor: Callable[[], Any], queue: RetryQueue, record: Record, batch: int) -> None:
+    """Keep every actor busy with ``batch`` photos until the queue is empty and every result is in."""
+    running: dict[Any, tuple[Any, list[tuple[Job, int]]]] = {}
     while queue or running:
         while queue and idle:
-            actor = idle.pop()
-            job, attempt = queue.pop()
-            data, problem = read_photo(job)
-            running[actor.run.remote(data, job.sources[0], problem)] = (actor, job, attempt)
+            actor, jobs = idle.pop(), queue.take(batch)
+            running[actor.run_batch.remote(read_photos(jobs))] = (actor, jobs)
         (ready,), _ = ray.wait(list(running), num_returns=1)
-        actor, job, attempt = running.pop(ready)
+        actor, jobs = running.pop(ready)
         try:
-            outcome = ray.get(ready)
+            outcomes = ray.get(ready)
             idle.append(actor)
         except ray.exceptions.RayActorError as exc:
-            outcome = {"ok": False, "error": f"the Ray worker died: {exc}".splitlines()[0], "seconds": None}
+            error = f"the Ray worker died: {exc}".splitlines()[0]
+            outcomes = [{"ok": False, "error": error, "seconds": None}] * len(jobs)
             ray.kill(actor)
             idle.append(new_actor())
-        if queue.settle(job, attempt, outcome):
-            record(job, attempt, outcome)
+        for (job, attempt), outcome in zip(jobs, outcomes):
+            if queue.settle(job, attempt, outcome):
+                record(job, attempt, outcome)
 
 
 def _on_cpu(module: Any) -> Any:
