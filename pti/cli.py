@@ -369,7 +369,9 @@ def _add_invert_many(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="invert many photos into one folder, resumably: a manifest, pivot + delta per photo, retries, Ray",
     )
     p.add_argument("inputs", nargs="+", help="photos, and folders of photos (their PNG/JPEG/WebP/... files, sorted)")
-    p.add_argument("--out", required=True, help="output folder: manifest.jsonl and results/<photo hash>/")
+    p.add_argument(
+        "--out", required=True, help="output folder: manifest.jsonl and a <photo name>-<hash> result folder per photo"
+    )
     _add_inversion_options(p)
     p.add_argument("--init", default="auto", help=_INIT_HELP.format(latent=""))
     p.add_argument("--rank", type=int, default=0, help="tune rank-R updates: a small, exact delta (default 0: full)")

@@ -1,8 +1,9 @@
 """Invert many photos into one output folder, resumably: ``invert_many`` (and ``python -m pti invert-many``).
 
-Each distinct photo (by SHA-256 of its bytes) is one job. Its result, ``results/<first 16 hex of the hash>/``
+Each distinct photo (by SHA-256 of its bytes) is one job. Its result, ``<photo name>-<12 hex of the hash>/``
 ``pivot.safetensors`` + ``delta.safetensors`` (the ``pti.saved_result`` layout: ``load_result(folder, base)``
-reads it), is written atomically, and only then is its ``done`` row appended to ``manifest.jsonl``. A photo that
+and ComfyUI's Load PTI read it), is written atomically, and only then is its ``done`` row appended to
+``manifest.jsonl``. A photo that
 fails (unreadable, no face with ``align``, any exception) is tried again after the others, up to ``retries`` more
 times, then gets a ``failed`` row with the reason while the rest go on. Running again skips done photos (and failed
 ones unless ``retry_failed``), so a killed run resumes where it stopped. docs/many-photos.md has the details.

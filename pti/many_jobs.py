@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -39,11 +40,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = ".invert-many.lock"
-RESULTS_DIR = "results"
 MANIFEST_FORMAT = "pti-many"
 MANIFEST_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-KEY_LENGTH = 16  # hex characters of the SHA-256 that name a photo's result folder
+KEY_LENGTH = 12  # hex characters of the SHA-256 in a photo's result folder name
 
 
 class ManyRefused(ValueError):
@@ -74,8 +74,11 @@ class Job:
 
     @property
     def name(self) -> str:
-        """The result folder's name: the key's first ``KEY_LENGTH`` hex digits."""
-        return self.key[:KEY_LENGTH]
+        """The result folder's name: the first photo's file name (letters, digits, ``_ . -``) and the key's first
+        ``KEY_LENGTH`` hex digits, e.g. ``IMG_0042-c0a36fa35d52``: a valid saved-result name
+        (``pti.saved_result.check_result_name``), so ComfyUI's Load PTI lists it."""
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.sources[0]).stem).strip("._-")[:60] or "photo"
+        return f"{stem}-{self.key[:KEY_LENGTH]}"
 
     def read(self) -> bytes:
         """The photo's bytes, refused when the file changed since it was listed (its key would be wrong)."""
@@ -478,9 +481,9 @@ def outcome_row(job: Job, attempt: int, outcome: dict[str, Any], outputs: dict[s
 
 
 def write_outputs(folder: Path, job: Job, files: dict[str, bytes]) -> dict[str, str]:
-    """Put a photo's result files in ``folder/results/<name>/`` together and atomically (the ``pti.saved_result``
-    layout, so ``load_result`` reads them); returns name -> path relative to ``folder``."""
-    target = folder / RESULTS_DIR / job.name
+    """Put a photo's result files in ``folder/<job name>/`` together and atomically (the ``pti.saved_result``
+    layout, so ``load_result`` and ComfyUI's Load PTI read them); returns name -> path relative to ``folder``."""
+    target = folder / job.name
     paths = {"pivot": target / PIVOT_FILE, "delta": target / DELTA_FILE}
     replace_atomically({paths[name]: (lambda temp, data=data: temp.write_bytes(data)) for name, data in files.items()})
     return {name: path.relative_to(folder).as_posix() for name, path in paths.items()}

@@ -26,7 +26,7 @@ from pti.hashing import state_dict_hash
 from pti.latent import synthesize
 from pti.many import invert_many
 from pti.many_jobs import LOCK_FILE, MANIFEST_FILE, FolderBusy, ForeignManifest, folder_lock
-from pti.saved_result import load_result
+from pti.saved_result import load_result, saved_results
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,14 +65,16 @@ def test_each_photo_once_and_a_broken_one_retried_then_failed(G, photos, tmp_pat
     for row in done.values():
         assert row["attempts"] == 1 and row["steps"] == {"projection": 2, "tuning": 2}
         assert row["seconds"] > 0 and np.isfinite(row["metrics"]["tuned"]["psnr"])
-        tuned, latent = load_result(out / "results" / row["name"], G)  # the saved_result layout, reloadable
+        tuned, latent = load_result(out / row["name"], G)  # the saved_result layout, reloadable
         assert latent.generator_hash == header["model_hash"]
         assert not torch.equal(synthesize(tuned, latent), synthesize(G, latent))
 
+    assert p0["name"] == "p0-" + p0["key"][:12]
+    assert saved_results(out) == sorted(row["name"] for row in done.values())  # what ComfyUI's Load PTI lists
     (failed,) = summary.failed
     assert failed["sources"] == [str(photos / BROKEN)] and failed["attempts"] == 2  # 1 + retries
     assert "cannot read" in failed["error"] and "outputs" not in failed
-    assert not (out / "results" / failed["name"]).exists()
+    assert not (out / failed["name"]).exists()
     assert [row["sources"][0] for row in rows][-1] == str(photos / BROKEN)  # retried after the others
 
     again = invert_many(G, [photos], out, retries=1, **STEPS)  # done photos are skipped, so are failed ones
@@ -195,8 +197,8 @@ def test_photos_tuned_in_batches_match_one_at_a_time(G, photos, tmp_path):
     assert [r["tuned_together"] for r in one.done] == [1, 1, 1]
     assert [r["tuned_together"] for r in batched.done] == [2, 2, 1]  # p0 and p1, then p2 (the broken file failed)
     for row in one.done:
-        single, latent = load_result(tmp_path / "one" / "results" / row["name"], G)
-        together, same_latent = load_result(tmp_path / "batched" / "results" / row["name"], G)
+        single, latent = load_result(tmp_path / "one" / row["name"], G)
+        together, same_latent = load_result(tmp_path / "batched" / row["name"], G)
         assert torch.equal(latent.ws, same_latent.ws)  # each photo is projected alone either way
         apart = max((a - b).abs().max().item() for a, b in zip(single.parameters(), together.parameters()))
         assert apart < 1e-4  # float32 summation order, then fp16 delta storage

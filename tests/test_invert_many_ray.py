@@ -47,7 +47,7 @@ def test_every_photo_is_done_once_and_the_broken_one_retried_then_failed(first_r
     assert len({row["worker"] for row in summary.rows}) == 2  # both actors worked
     assert {row["worker"].rsplit(":", 1)[1] for row in summary.rows} == {"cpu"}
     for row in summary.done:  # results came back as bytes and were written by the driver
-        tuned, latent = load_result(out / "results" / row["name"], G)
+        tuned, latent = load_result(out / row["name"], G)
         assert latent.generator_hash == state_dict_hash(G)
 
 
