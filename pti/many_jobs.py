@@ -198,9 +198,13 @@ class Manifest:
         path = folder / MANIFEST_FILE
         if not path.is_file():
             return cls._create(path, header)
-        old_header, rows = _read_manifest(path)
+        old_header, rows, complete = _read_manifest(path)
         problem = _header_mismatch(old_header, header)
         if problem is None:
+            if complete < path.stat().st_size:  # a run killed while appending: cut its half-written last row
+                with open(path, "r+b") as f:
+                    f.truncate(complete)
+                log.warning("%s: dropped a half-written last row", path)
             return cls(path, old_header, rows)
         if not force:
             raise ForeignManifest(
@@ -236,14 +240,11 @@ class Manifest:
         return row["status"]
 
 
-def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Header and the latest row per key. A half-written last line (a run killed while appending) is cut off."""
+def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
+    """Header, the latest row per key, and the length of the complete lines (a half-written last line, from a run
+    killed while appending, is not read)."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        with open(path, "r+b") as f:
-            f.truncate(len(data))
-        log.warning("%s: dropped a half-written last row", path)
+    data = data[: data.rfind(b"\n") + 1]
     rows: dict[str, dict[str, Any]] = {}
     header: dict[str, Any] = {}
     for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
@@ -252,12 +253,12 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]
         except json.JSONDecodeError:
             raise ManyRefused(f"{path} line {number} is not JSON: the manifest was edited or damaged") from None
         if number == 1:
-            header = row
+            header = row if isinstance(row, dict) else {}
         elif isinstance(row, dict) and "key" in row:
             rows[row["key"]] = row
     if header.get("format") != MANIFEST_FORMAT:
         raise ManyRefused(f"{path} is not an invert-many manifest (format {header.get('format')!r})")
-    return header, rows
+    return header, rows, len(data)
 
 
 def _header_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
