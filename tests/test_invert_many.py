@@ -110,6 +110,8 @@ def test_a_folder_of_another_model_or_settings_is_refused_unless_forced(G, tmp_p
     photos = write_photos(tmp_path / "photos", PHOTOS[:1], broken=False)
     out = tmp_path / "out"
     invert_many(G, [photos], out, **STEPS)
+    with open(out / MANIFEST_FILE, "a") as f:
+        f.write('{"type": "photo", "key": "half-writt')  # a refusal must not even tidy this up
     before = (out / MANIFEST_FILE).read_bytes()
 
     with pytest.raises(ForeignManifest, match="other settings \\(seed 0 -> 3\\).*--force"):
