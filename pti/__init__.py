@@ -27,6 +27,8 @@ _EXPORTS = {
     "load_encoder": "encoder",
     "save_encoder": "encoder",
     "pivotal_tune": "tune",
+    "pivotal_tune_each": "tune",
+    "invert_many": "many",
     "save_delta": "delta",
     "load_delta": "delta",
     "Direction": "directions",

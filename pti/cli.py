@@ -238,10 +238,8 @@ def _run_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("invert", help="PTI main job: project a photo to a pivot, tune the generator, write results")
-    p.add_argument("photo", help="the photo (PNG/JPEG/WebP); centre-cropped to a square and resized to the model")
-    p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
+def _add_inversion_options(p: argparse.ArgumentParser) -> None:
+    """The options ``invert`` and ``invert-many`` share: model, both stages' settings, device, seed, start."""
     p.add_argument("--checkpoint", default="default", help="generator checkpoint (default: the embedded model)")
     p.add_argument(
         "--steps-pivot",
@@ -257,12 +255,24 @@ def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fast", choices=["fast", "reference"], help="fast defaults or the paper's")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to compute")
     p.add_argument("--seed", type=int, default=0, help="random seed (latent samples, noise)")
+
+
+_INIT_HELP = (
+    "where projection starts: e4e:PATH (an e4e/pSp checkpoint or this pack's encoder .safetensors), {latent}"
+    "none (the preset's search), or auto (the shipped encoder with the embedded model, else none); --steps-pivot 0 "
+    "keeps the encoder's pivot as it is"
+)
+
+
+def _add_invert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("invert", help="PTI main job: project a photo to a pivot, tune the generator, write results")
+    p.add_argument("photo", help="the photo (PNG/JPEG/WebP); centre-cropped to a square and resized to the model")
+    p.add_argument("--out", required=True, help="output folder (input/pivot/tuned/comparison PNGs, latent, delta)")
+    _add_inversion_options(p)
     p.add_argument(
         "--init",
         default="auto",
-        help="where projection starts: e4e:PATH (an e4e/pSp checkpoint or this pack's encoder .safetensors), "
-        "latent:PATH (a saved pivot, e.g. the previous frame), none (the preset's search), or auto (the shipped "
-        "encoder with the embedded model, else none); --steps-pivot 0 keeps the encoder's pivot as it is",
+        help=_INIT_HELP.format(latent="latent:PATH (a saved pivot, e.g. the previous frame), "),
     )
     return p
 
@@ -434,6 +444,85 @@ def _run_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_invert_many(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .align import DETECTORS
+    from .delta import DELTA_MODES
+
+    p = sub.add_parser(
+        "invert-many",
+        help="invert many photos into one folder, resumably: a manifest, pivot + delta per photo, retries, Ray",
+    )
+    p.add_argument("inputs", nargs="+", help="photos, and folders of photos (their PNG/JPEG/WebP/... files, sorted)")
+    p.add_argument(
+        "--out", required=True, help="output folder: manifest.jsonl and a <photo name>-<hash> result folder per photo"
+    )
+    _add_inversion_options(p)
+    p.add_argument("--init", default="auto", help=_INIT_HELP.format(latent=""))
+    p.add_argument("--rank", type=int, default=0, help="tune rank-R updates: a small, exact delta (default 0: full)")
+    p.add_argument("--delta-mode", default="auto", choices=DELTA_MODES, help="how deltas are stored (pti.delta)")
+    p.add_argument(
+        "--align",
+        choices=DETECTORS,
+        help="FFHQ-align each photo's face first with this detector (auto: MTCNN); a photo without a face fails",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="photos tuned at once, each its own weights (one forward/backward per step; not with --rank/--locality)",
+    )
+    p.add_argument("--retries", type=int, default=2, help="extra tries of a failing photo before it is failed")
+    p.add_argument("--retry-failed", action="store_true", help="run photos that failed in an earlier run again")
+    p.add_argument("--force", action="store_true", help="start over a folder made with another model or settings")
+    p.add_argument("--backend", default="local", choices=["local", "ray"], help="this process, or Ray actors")
+    p.add_argument("--address", help="ray: the cluster to join ('auto', or host:port; default: RAY_ADDRESS or local)")
+    p.add_argument("--actors", type=int, help="ray: how many actors (default: one per GPU, else one per CPU)")
+    return p
+
+
+def _run_invert_many(args: argparse.Namespace) -> int:
+    from .checkpoints import load_generator
+    from .many import invert_many
+
+    if args.init.startswith("latent:"):
+        raise ValueError("--init latent:PATH is one start for one photo; invert-many takes e4e:PATH, auto or none")
+    if args.backend == "ray":
+        from .many_ray import require_ray
+
+        require_ray()  # before the model loads
+    device = "cpu" if args.backend == "ray" else _pick_device(args.device)  # ray: each actor picks its own
+    G = load_generator(args.checkpoint, device=device, store=_model_store())
+    finished = 0
+
+    def report(row: dict) -> None:
+        nonlocal finished
+        finished += 1
+        name = Path(row["sources"][0]).name
+        if row["status"] == "done":
+            tuned = row["metrics"]["tuned"]
+            detail = f"PSNR {tuned['psnr']:.2f} dB  LPIPS {tuned['lpips_alex']:.4f}  {row['seconds']:.1f} s"
+        else:
+            detail = f"after {row['attempts']} attempts: {row['error']}"
+        print(f"[{finished}] {row['status']:<6} {row['name']}  {name}  {detail}", flush=True)
+
+    summary = invert_many(
+        G, args.inputs, args.out, space="w+" if args.w_plus else "w", preset=args.preset,
+        steps_pivot=args.steps_pivot, steps_tune=args.steps_tune, target_psnr=args.stop_psnr,
+        locality=args.locality, rank=args.rank, seed=args.seed, align=args.align, delta_mode=args.delta_mode,
+        init=_initial_latent(args.init, args.checkpoint, device), retries=args.retries,
+        retry_failed=args.retry_failed, force=args.force, backend=args.backend, address=args.address,
+        actors=args.actors, batch=args.batch, on_row=report,
+    )  # fmt: skip
+    failed = len(summary.failed) + len(summary.skipped_failed)
+    before = len(summary.skipped_failed)
+    print(
+        f"{len(summary.done)} done now, {len(summary.skipped_done)} done before, {len(summary.failed)} failed now"
+        + (f", {before} failed before (--retry-failed runs them again)" if before else "")
+        + f"; manifest: {summary.manifest}"
+    )
+    return 1 if failed else 0
+
+
 # name -> (add parser, run). Keep alphabetical.
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "align": (_add_align, _run_align),
@@ -442,6 +531,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "fetch-weights": (_add_fetch_weights, _run_fetch_weights),
     "info": (_add_info, _run_info),
     "invert": (_add_invert, _run_invert),
+    "invert-many": (_add_invert_many, _run_invert_many),
     "video": (_add_video, _run_video),
 }
 

@@ -19,6 +19,7 @@ How a photo becomes a target (``prepare_target``), stated once here because ever
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 _CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
 _UNIT_TOLERANCE = 1e-3  # float photos may overshoot 0..1 by rounding, not by more
@@ -57,12 +58,21 @@ def load_image(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    return decode_image(path.read_bytes(), str(path))
+
+
+def decode_image(data: bytes, name: str = "the image") -> torch.Tensor:
+    """``load_image`` for a photo's bytes (e.g. sent to another machine); ``name`` is what errors call it."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img = ImageOps.exif_transpose(img)
             return _pil_to_tensor(img)
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"cannot read {name} as an image (not an image format Pillow knows); use a PNG, JPEG or WebP file"
+        ) from None
     except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read {path} as an image ({exc}); use a PNG, JPEG or WebP file") from exc
+        raise ValueError(f"cannot read {name} as an image ({exc}); use a PNG, JPEG or WebP file") from exc
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:

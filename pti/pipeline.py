@@ -24,7 +24,7 @@ from .metrics import summarize
 from .networks import Generator
 from .projection import project, projection_settings
 from .runtime import CancelFn, ProgressFn
-from .tune import pivotal_tune, tuning_settings
+from .tune import pivotal_tune, pivotal_tune_each, tuning_settings
 
 StageProgress = Callable[[str, int], ProgressFn | None]
 
@@ -91,6 +91,23 @@ def invert(
     )  # fmt: skip
     finished = time.perf_counter()
 
+    timings = {"encoder": encoded - started, "projection": projected - started, "tuning": finished - projected}
+    return _measured(G, target, pivot, tuned, start, timings, space, preset, locality, seed)
+
+
+def _measured(
+    G: Generator,
+    target: torch.Tensor,
+    pivot: Latent,
+    tuned: Generator,
+    start: Latent | None,
+    seconds: dict[str, float],
+    space: str,
+    preset: str,
+    locality: bool,
+    seed: int,
+) -> InversionResult:
+    """The result of one photo's inversion, with G(pivot) and G'(pivot) rendered and measured against it."""
     pivot_image = synthesize(G, pivot).cpu()
     tuned_image = synthesize(tuned, pivot).cpu()
     target = target.cpu()
@@ -100,9 +117,9 @@ def invert(
         "projection_steps": pivot.meta["steps"],
         "tuning_steps": tuned.tuning_info["steps"],
         "init": None if start is None else start.meta.get("source", "latent"),
-        "encoder_seconds": round(encoded - started, 3),
-        "projection_seconds": round(projected - started, 3),
-        "tuning_seconds": round(finished - projected, 3),
+        "encoder_seconds": round(seconds["encoder"], 3),
+        "projection_seconds": round(seconds["projection"], 3),
+        "tuning_seconds": round(seconds["tuning"], 3),
         "space": space,
         "preset": preset,
         "locality": locality,
@@ -110,6 +127,55 @@ def invert(
         "base_hash": state_dict_hash(G),
     }
     return InversionResult(target, pivot, tuned, pivot_image, tuned_image, metrics)
+
+
+def invert_each(
+    G: Generator,
+    images: list[Any],
+    space: str = "w",
+    steps_pivot: int | None = None,
+    steps_tune: int | None = None,
+    target_psnr: float | None = None,
+    seed: int = 0,
+    preset: str = "fast",
+    init: torch.nn.Module | None = None,
+    cancel: CancelFn | None = None,
+) -> list[InversionResult]:
+    """``[invert(G, image, ...) for image in images]`` with the tuning of all photos in one batch
+    (``pivotal_tune_each``: one forward/backward per step, each photo its own weights and its own stopping step).
+
+    Each photo is projected on its own, exactly as ``invert`` does; the tuned weights equal the one-by-one results
+    up to float32 summation order. Full-weight tuning without locality (``pivotal_tune_each`` says why). A photo's
+    ``tuning_seconds`` is its share of the batch; ``metrics["tuned_together"]`` the batch size.
+    """
+    device = next(G.parameters()).device
+    targets = [as_targets(image, G.img_resolution, device) for image in images]
+    if any(target.shape[0] != 1 for target in targets):
+        raise ValueError("invert_each takes a list of single photos")
+    pivots, starts, seconds = [], [], []
+    for target in targets:
+        started = time.perf_counter()
+        start = encode(init, target) if isinstance(init, torch.nn.Module) else init
+        encoded = time.perf_counter()
+        pivots.append(
+            project(G, GeneratorImages(target), space=space, steps=steps_pivot, seed=seed, preset=preset, init=start,
+                    cancel=cancel)
+        )  # fmt: skip
+        starts.append(start)
+        seconds.append({"encoder": encoded - started, "projection": time.perf_counter() - started})
+    started = time.perf_counter()
+    tuned = pivotal_tune_each(
+        G, GeneratorImages(torch.cat(targets)), Latent.cat(pivots), steps=steps_tune, target_psnr=target_psnr,
+        preset=preset, cancel=cancel,
+    )  # fmt: skip
+    share = (time.perf_counter() - started) / len(targets)
+    results = [
+        _measured(G, target, pivot, one, start, {**timing, "tuning": share}, space, preset, False, seed)
+        for target, pivot, one, start, timing in zip(targets, pivots, tuned, starts, seconds)
+    ]
+    for result in results:
+        result.metrics["tuned_together"] = len(results)
+    return results
 
 
 def encode(encoder: torch.nn.Module, images: torch.Tensor) -> Latent:

@@ -357,3 +357,152 @@ def _edit_consistency_step(
     loss = settings.edit_consistency * F.mse_loss(after, target)
     loss.backward()
     return float(loss.detach())
+
+
+def pivotal_tune_each(
+    G: Generator,
+    images: Any,
+    pivots: Latent,
+    steps: int | None = None,
+    lpips_threshold: float | None = None,
+    target_psnr: float | None = None,
+    lr: float | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    preset: str = "fast",
+    **options: Any,
+) -> list[Generator]:
+    """One NEW tuned generator per image, as ``[pivotal_tune(G, image_i, pivot_i) for each i]`` gives, in one
+    forward/backward per step.
+
+    The N copies of the synthesis weights are stacked and rendered together (``torch.func.functional_call`` under
+    ``vmap``); image i's loss reaches only its own copy, and Adam is elementwise, so each copy follows its own run.
+    Each image stops on its own rule (the preset's threshold, or ``steps``); a finished image leaves the batch with
+    its weights and Adam moments, so it gets no further update and costs nothing more. Equal to the sequential runs
+    up to float32 summation order (tests/test_tune_each.py states the tolerance). Full-weight tuning with the
+    reconstruction loss only: ``rank``, ``locality`` and ``edit_consistency`` are refused (use ``pivotal_tune``).
+    ``progress(step, total, losses, None)`` reports the worst active image.
+    """
+    settings = tuning_settings(
+        preset, steps=steps, lpips_threshold=lpips_threshold, target_psnr=target_psnr, lr=lr, **options
+    )
+    if settings.rank or settings.locality or settings.edit_consistency:
+        raise ValueError(
+            "pivotal_tune_each tunes every weight with the reconstruction loss only; rank, locality and "
+            "edit_consistency need pivotal_tune (one photo at a time)"
+        )
+    pivots.check_compatible(G)
+    advice = "tune fewer images at once"
+    with torch.inference_mode(False), torch.enable_grad(), explain_out_of_memory("tuning", G.img_resolution, advice):
+        base = autograd_ready(G)
+        device = next(base.parameters()).device
+        targets = as_targets(images, G.img_resolution, device)
+        count = targets.shape[0]
+        if len(pivots) not in (1, count):
+            raise ValueError(f"got {count} images but {len(pivots)} pivots; give one pivot per image")
+        pivot_ws = pivots.ws.detach().to(device, torch.float32).expand(count, -1, -1)
+        synthesis = base.synthesis
+        buffers = {name: b.detach() for name, b in synthesis.named_buffers()}
+
+        def render_one(params: dict[str, torch.Tensor], ws: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(synthesis, (params, buffers), (ws[None],), {"noise_mode": "const"})[0]
+
+        render = torch.func.vmap(render_one)
+        stacked = {n: p.detach().expand(count, *p.shape).clone() for n, p in synthesis.named_parameters()}
+        optimizer = _BatchAdam(stacked, settings.lr)
+        to_targets = LpipsToTargets(load_lpips(settings.lpips_net, device), targets)
+        active = torch.arange(count)  # images still tuning, in the order of the stacked rows
+        finished: list[dict[str, Any] | None] = [None] * count
+        for step in range(settings.steps + 1):
+            check_cancel(cancel, "pivotal tuning", step)
+            params = optimizer.params()
+            synth = render(params, pivot_ws[active.to(device)])
+            lpips_value = to_targets(synth, active.to(device)).flatten()
+            mse_value = (synth - targets[active.to(device)]).square().flatten(1).mean(1)
+            lpips_cpu, mse_cpu = lpips_value.detach().cpu(), mse_value.detach().cpu()
+            psnr_cpu = _psnr_from_mse(mse_cpu)
+            stop = _meets_rule(lpips_cpu, psnr_cpu, settings) | (step == settings.steps)
+            for row in stop.nonzero().flatten().tolist():
+                finished[int(active[row])] = {
+                    "weights": {n: p[row].detach().clone() for n, p in params.items()},
+                    "steps": step,
+                    "lpips": float(lpips_cpu[row]),
+                    "mse": float(mse_cpu[row]),
+                    "psnr": round(float(psnr_cpu[row]), 3),
+                }
+            losses = {"lpips": float(lpips_cpu.max()), "mse": float(mse_cpu.mean()), "psnr": float(psnr_cpu.min())}
+            if bool(stop.all()):
+                if progress is not None:
+                    progress(step, settings.steps, losses, None)
+                break
+            (settings.lpips_weight * lpips_value + settings.mse_weight * mse_value).sum().backward()
+            optimizer.step()
+            if bool(stop.any()):
+                optimizer.keep(~stop)
+                active = active[~stop]
+            if progress is not None:
+                progress(step + 1, settings.steps, {**losses, "active": float(len(active))}, None)
+
+        base_hash = state_dict_hash(G)
+        results = []
+        for outcome in finished:
+            tuned = clone_generator(base).eval().requires_grad_(False)
+            with torch.no_grad():
+                for name, param in tuned.synthesis.named_parameters():
+                    param.copy_(outcome["weights"][name])
+            tuned.tuning_info = {
+                "steps": outcome["steps"],
+                "max_steps": settings.steps,
+                "stopped_early": outcome["steps"] < settings.steps,
+                "final_lpips": [outcome["lpips"]],
+                "final_mse": [outcome["mse"]],
+                "final_psnr": [outcome["psnr"]],
+                "base_hash": base_hash,
+                "settings": dataclasses.asdict(settings),
+                "batched": count,
+            }
+            results.append(mark_derived(tuned, G))
+        log.info("pivotal tuning of %d images at once: steps %s", count, [r.tuning_info["steps"] for r in results])
+        return results
+
+
+def _meets_rule(per_image_lpips: torch.Tensor, per_image_psnr: torch.Tensor, settings: TuningSettings) -> torch.Tensor:
+    """Per image: does it meet an enabled threshold (``_close_enough`` asks this of every image at once)."""
+    by_lpips = (per_image_lpips <= settings.lpips_threshold) & (settings.lpips_threshold > 0)
+    by_psnr = (per_image_psnr >= settings.target_psnr) & (settings.target_psnr > 0)
+    return by_lpips | by_psnr
+
+
+class _BatchAdam:
+    """``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8) over stacked per-image weights ``[N, ...]`` whose rows can
+    be dropped (``keep``) with their moments, so a finished image's weights are never moved again."""
+
+    def __init__(self, stacked: dict[str, torch.Tensor], lr: float) -> None:
+        self.lr = lr
+        self.tensors = {n: t.requires_grad_(True) for n, t in stacked.items()}
+        self.optimizer = torch.optim.Adam(self.tensors.values(), lr=lr, betas=(0.9, 0.999))
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.tensors
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a bool mask over the current rows) of every weight and of its Adam state."""
+        old_state = self.optimizer.state
+        kept = {}
+        for name, tensor in self.tensors.items():
+            kept[name] = tensor.detach()[rows.to(tensor.device)].clone().requires_grad_(True)
+        optimizer = torch.optim.Adam(kept.values(), lr=self.lr, betas=(0.9, 0.999))
+        for name, tensor in self.tensors.items():
+            state = old_state.get(tensor)
+            if state:
+                mask = rows.to(tensor.device)
+                optimizer.state[kept[name]] = {
+                    "step": state["step"].clone(),
+                    "exp_avg": state["exp_avg"][mask].clone(),
+                    "exp_avg_sq": state["exp_avg_sq"][mask].clone(),
+                }
+        self.tensors, self.optimizer = kept, optimizer
