@@ -137,12 +137,18 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _metadata(path: Path) -> Any:
-    """What a shipped file says about itself: safetensors metadata, a JSON document, or an image's text and EXIF."""
+    """What a shipped file says about itself: safetensors metadata, a JSON document, a video's tags, or an image's
+    text and EXIF."""
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as handle:
             return handle.metadata() or {}
     if path.suffix == ".json":
         return json.loads(path.read_text())
+    if path.suffix == ".mp4":  # the example clip: container and stream tags
+        import av
+
+        with av.open(str(path)) as container:
+            return [*container.metadata.values(), *(v for s in container.streams for v in s.metadata.values())]
     with Image.open(path) as image:
         return [str(v) for v in (*image.info.values(), *image.getexif().values())]
 

@@ -584,7 +584,7 @@ ALIGN_EDIT_PASTE_BACK = "PTI 4 - Align a face, edit it, paste it back"
 ENCODER_WARM_START = "PTI 5 - Start from the encoder, then tune"
 TURN_AND_MOVE_STYLEGAN3 = "PTI 6 - Turn and move a StyleGAN3 face"
 EDIT_FACE_IN_VIDEO = "PTI 7 - Edit a face in a video"
-VIDEO_TUNE_STEPS = 100
+VIDEO_TUNE_STEPS = 300
 EDIT_LIVE = "PTI 8 - Edit live with sliders"
 
 WORKFLOWS = {
