@@ -28,13 +28,7 @@ from pti.many import invert_many
 from pti.many_jobs import LOCK_FILE, MANIFEST_FILE, FolderBusy, ForeignManifest, folder_lock
 from pti.saved_result import load_result, saved_results
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 threads on a busy 2-core CPU ran ~10x slower
 
 
 @pytest.fixture(scope="module")

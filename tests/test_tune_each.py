@@ -20,12 +20,7 @@ STEPS = 12
 TARGET_PSNR = 13.0  # the first photo (G's own rendering) passes it after a few steps, the noise photos never
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 threads on a busy 2-core CPU ran ~10x slower
 
 
 @pytest.fixture(scope="module")
