@@ -29,7 +29,7 @@ MIRROR_VARIABLE = "PTI_MODEL_MIRROR"
 FETCH_COMMAND = "python -m pti fetch-model"
 RECORD_SUFFIX = ".download.json"
 
-NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial)"
+NVIDIA_NC = "NVIDIA licence, non-commercial research use only (the NVlabs StyleGAN2-ADA / StyleGAN3 licence)"
 NVIDIA_NC_URL = "https://nvlabs.github.io/stylegan3/license.html"
 ADA_HOST = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files"
