@@ -89,7 +89,6 @@ class ClipInversion:
     """What the tuning stage hands to the editing stage: the tuned generator, one pivot per face frame, and each
     frame's (smoothed) alignment, ``None`` where no face was found."""
 
-    base: Generator
     tuned: Generator
     pivots: Latent
     alignments: list[Alignment | None]
@@ -291,7 +290,7 @@ def invert_clip(
         len(frames),
         tuned.tuning_info["steps"],
     )
-    return ClipInversion(G, tuned, pivots, alignments, raw, crops, report)
+    return ClipInversion(tuned, pivots, alignments, raw, crops, report)
 
 
 # -------------------------------------------------------------------------------------------------------- editing
